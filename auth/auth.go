@@ -1,0 +1,62 @@
+// Package auth is the seam between the HTTP server and whoever decides
+// who a caller is and what it may do. The server asks one question per
+// request (Authorize) and one per repository it lists or mounts from
+// (Permits); implementations cache whatever makes those cheap.
+package auth
+
+import (
+	"net/http"
+)
+
+// Action is something a caller does to a repository.
+type Action string
+
+// The actions of the token specification's scopes.
+const (
+	Pull   Action = "pull"
+	Push   Action = "push"
+	Delete Action = "delete"
+)
+
+// Scope is what a request needs: actions on one repository, or on the
+// registry itself (Repo empty: the base endpoint and the catalog).
+type Scope struct {
+	Repo    string
+	Actions []Action
+}
+
+// Identity is an authenticated caller; the zero value is anonymous.
+type Identity struct {
+	// Subject is the user name ("" for anonymous).
+	Subject string
+}
+
+// Anonymous reports whether no credentials were presented.
+func (i Identity) Anonymous() bool { return i.Subject == "" }
+
+// Authorizer decides requests.
+type Authorizer interface {
+	// Authorize returns the caller's identity if it may act on scope, or an
+	// error: an *oci.Error with code UNAUTHORIZED (the server sends the
+	// challenge from Challenge) or DENIED.
+	Authorize(r *http.Request, scope Scope) (Identity, error)
+	// Permits reports whether id may do a on repo, for filtering the
+	// catalog and choosing a repository to mount a blob from.
+	Permits(id Identity, repo string, a Action) bool
+	// Challenge returns the WWW-Authenticate value for a 401 on scope,
+	// or "" when the authorizer never challenges.
+	Challenge(r *http.Request, scope Scope) string
+}
+
+// AllowAll lets everyone do everything: the default of an embedded
+// registry on loopback, and what the conformance suite runs against.
+type AllowAll struct{}
+
+// Authorize implements Authorizer.
+func (AllowAll) Authorize(*http.Request, Scope) (Identity, error) { return Identity{}, nil }
+
+// Permits implements Authorizer.
+func (AllowAll) Permits(Identity, string, Action) bool { return true }
+
+// Challenge implements Authorizer.
+func (AllowAll) Challenge(*http.Request, Scope) string { return "" }

@@ -1,0 +1,221 @@
+// Package filesystem is the embedded blob store: blobs as files under one
+// directory, content-addressed (blobs/<alg>/<2 hex>/<hex>), uploads as files
+// under uploads/ that are fsynced and renamed into place when finished.
+package filesystem
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// Store is a registry.BlobStore on a local directory.
+type Store struct {
+	root string
+}
+
+var (
+	_ registry.BlobStore   = (*Store)(nil)
+	_ registry.UploadStore = (*Store)(nil)
+)
+
+// New returns a store rooted at dir, creating its directories.
+func New(dir string) (*Store, error) {
+	for _, sub := range []string{"blobs", "uploads"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("filesystem store: %w", err)
+		}
+	}
+	return &Store{root: dir}, nil
+}
+
+// path maps a key to a file, refusing keys that escape the root: keys come
+// from our own metadata, but a corrupted row must not read /etc/passwd.
+func (s *Store) path(key string) (string, error) {
+	if key == "" || strings.Contains(key, "..") || filepath.IsAbs(key) {
+		return "", fmt.Errorf("filesystem store: invalid key %q", key)
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// Open implements registry.BlobStore. The *os.File it returns lets
+// net/http serve the body with sendfile.
+func (s *Store) Open(_ context.Context, key string) (registry.ReadSeekCloser, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, registry.ErrNotFound
+	}
+	return f, err
+}
+
+// Delete implements registry.BlobStore.
+func (s *Store) Delete(_ context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Uploads implements registry.BlobStore.
+func (s *Store) Uploads() registry.UploadStore { return s }
+
+func (s *Store) uploadPath(u *registry.Upload) (string, error) {
+	if u.ID == "" || strings.ContainsAny(u.ID, `/\.`) {
+		return "", fmt.Errorf("filesystem store: invalid upload id %q", u.ID)
+	}
+	return filepath.Join(s.root, "uploads", u.ID), nil
+}
+
+// Begin implements registry.UploadStore.
+func (s *Store) Begin(_ context.Context, u *registry.Upload) error {
+	p, err := s.uploadPath(u)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Append implements registry.UploadStore. The file is truncated to the
+// persisted offset first, dropping the tail of a write that was cut off
+// before its offset was recorded.
+func (s *Store) Append(_ context.Context, u *registry.Upload, r io.Reader) (int64, error) {
+	p, err := s.uploadPath(u)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, registry.ErrNotFound
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if st.Size() < u.Offset {
+		// Bytes we acknowledged are gone (a power loss before the page
+		// cache reached the disk): the session cannot continue.
+		return 0, fmt.Errorf("filesystem store: upload %s has %d bytes on disk, %d recorded: %w", u.ID, st.Size(), u.Offset, registry.ErrNotFound)
+	}
+	if st.Size() > u.Offset {
+		if err := f.Truncate(u.Offset); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := f.Seek(u.Offset, io.SeekStart); err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
+
+// Reader implements registry.UploadStore.
+func (s *Store) Reader(_ context.Context, u *registry.Upload) (io.ReadCloser, error) {
+	p, err := s.uploadPath(u)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(f, u.Offset), f}, nil
+}
+
+// Key returns where the blob d is stored.
+func Key(d digest.Digest) string {
+	enc := d.Encoded()
+	return "blobs/" + string(d.Algorithm()) + "/" + enc[:2] + "/" + enc
+}
+
+// Commit implements registry.UploadStore: fsync, then an atomic rename into
+// the content-addressed path, then fsync of the directory, so a crash leaves
+// either no blob or the whole blob. Two identical uploads rename the same
+// bytes onto the same path: the result is one blob.
+func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (string, error) {
+	p, err := s.uploadPath(u)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		return "", err
+	}
+	if err := f.Truncate(u.Offset); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	key := Key(d)
+	dst, err := s.path(key)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.Rename(p, dst); err != nil {
+		return "", err
+	}
+	if err := syncDir(dir); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+// Abort implements registry.UploadStore.
+func (s *Store) Abort(_ context.Context, u *registry.Upload) error {
+	p, err := s.uploadPath(u)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,469 @@
+// Package sqlstore implements registry.MetadataStore over database/sql. The
+// SQL is the common subset of SQLite and PostgreSQL; each driver package
+// (sqlite, postgres) opens the database, runs its migrations and hands the
+// connections here with the few dialect facts that differ.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/oci"
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// Dialect holds what differs between SQL engines.
+type Dialect struct {
+	// Numbered placeholders ($1, $2, ...) instead of '?'.
+	Numbered bool
+}
+
+// Store is a registry.MetadataStore over one or two *sql.DB. SQLite wants a
+// single writer connection beside a pool of readers; PostgreSQL passes the
+// same pool twice.
+type Store struct {
+	read, write *sql.DB
+	dialect     Dialect
+	queries     map[string]string
+}
+
+// New returns a store. read and write may be the same *sql.DB.
+func New(read, write *sql.DB, d Dialect) *Store {
+	return &Store{read: read, write: write, dialect: d, queries: map[string]string{}}
+}
+
+var _ registry.MetadataStore = (*Store)(nil)
+
+// q rewrites '?' placeholders for the dialect. Queries are constants, so
+// the rewrite is done once per query text and remembered.
+func (s *Store) q(query string) string {
+	if !s.dialect.Numbered {
+		return query
+	}
+	if r, ok := rebound.Load(query); ok {
+		return r.(string)
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(query); i++ {
+		if query[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(query[i])
+	}
+	rebound.Store(query, b.String())
+	return b.String()
+}
+
+func now() int64 { return time.Now().UnixNano() }
+
+// tx runs fn in a write transaction.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func notFound(err error) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return registry.ErrNotFound
+	}
+	return err
+}
+
+func (s *Store) ensureRepo(ctx context.Context, tx *sql.Tx, repo string) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`), repo, now())
+	return err
+}
+
+// RepoBlob implements registry.MetadataStore.
+func (s *Store) RepoBlob(ctx context.Context, repo string, d digest.Digest) (registry.BlobInfo, error) {
+	info := registry.BlobInfo{Digest: d}
+	err := s.read.QueryRowContext(ctx, s.q(`SELECT b.size, b.storage_key FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = ? AND rb.digest = ?`),
+		repo, string(d)).Scan(&info.Size, &info.Key)
+	return info, notFound(err)
+}
+
+// Blob implements registry.MetadataStore.
+func (s *Store) Blob(ctx context.Context, d digest.Digest) (registry.BlobInfo, error) {
+	info := registry.BlobInfo{Digest: d}
+	err := s.read.QueryRowContext(ctx, s.q(`SELECT size, storage_key FROM blobs WHERE digest = ?`), string(d)).Scan(&info.Size, &info.Key)
+	return info, notFound(err)
+}
+
+// ReposWithBlob implements registry.MetadataStore.
+func (s *Store) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT repo FROM repository_blobs WHERE digest = ? ORDER BY repo LIMIT ?`), string(d), limit)
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}
+
+// CommitUpload implements registry.MetadataStore.
+func (s *Store) CommitUpload(ctx context.Context, uploadID string, info registry.BlobInfo) (registry.BlobInfo, error) {
+	var out registry.BlobInfo
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var repo string
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT repo FROM uploads WHERE id = ?`), uploadID).Scan(&repo); err != nil {
+			return notFound(err)
+		}
+		t := now()
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO blobs (digest, size, storage_key, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING`),
+			string(info.Digest), info.Size, info.Key, t); err != nil {
+			return err
+		}
+		out = registry.BlobInfo{Digest: info.Digest}
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT size, storage_key FROM blobs WHERE digest = ?`), string(info.Digest)).Scan(&out.Size, &out.Key); err != nil {
+			return err
+		}
+		if err := s.link(ctx, tx, repo, info.Digest); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), uploadID)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) link(ctx context.Context, tx *sql.Tx, repo string, d digest.Digest) error {
+	if err := s.ensureRepo(ctx, tx, repo); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT (repo, digest) DO NOTHING`),
+		repo, string(d), now())
+	return err
+}
+
+// LinkBlob implements registry.MetadataStore.
+func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var one int
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM blobs WHERE digest = ?`), string(d)).Scan(&one); err != nil {
+			return notFound(err)
+		}
+		return s.link(ctx, tx, repo, d)
+	})
+}
+
+// UnlinkBlob implements registry.MetadataStore.
+func (s *Store) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM repository_blobs WHERE repo = ? AND digest = ?`), repo, string(d))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return registry.ErrNotFound
+		}
+		return nil
+	})
+}
+
+// PutManifest implements registry.MetadataStore.
+func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewManifest) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		var missing registry.MissingReferencesError
+		for _, d := range m.Blobs {
+			ok, err := s.exists(ctx, tx, `SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?`, repo, string(d))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				missing.Blobs = append(missing.Blobs, d)
+			}
+		}
+		for _, d := range m.Children {
+			ok, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`, repo, string(d))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				missing.Manifests = append(missing.Manifests, d)
+			}
+		}
+		if len(missing.Blobs)+len(missing.Manifests) > 0 {
+			return &missing
+		}
+		if err := s.ensureRepo(ctx, tx, repo); err != nil {
+			return err
+		}
+		r := m.Record
+		var ann sql.NullString
+		if len(r.Annotations) > 0 {
+			b, err := json.Marshal(r.Annotations)
+			if err != nil {
+				return err
+			}
+			ann = sql.NullString{String: string(b), Valid: true}
+		}
+		subject := sql.NullString{String: string(r.Subject), Valid: r.Subject != ""}
+		t := now()
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, annotations, payload, size, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, digest) DO NOTHING`),
+			repo, string(r.Digest), r.MediaType, r.ArtifactType, subject, ann, r.Payload, int64(len(r.Payload)), t); err != nil {
+			return err
+		}
+		for _, d := range m.Blobs {
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO manifest_blobs (repo, manifest_digest, blob_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+				repo, string(r.Digest), string(d)); err != nil {
+				return err
+			}
+		}
+		for _, d := range m.Children {
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO manifest_children (repo, parent_digest, child_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`),
+				repo, string(r.Digest), string(d)); err != nil {
+				return err
+			}
+		}
+		if m.Tag != "" {
+			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
+				ON CONFLICT (repo, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
+				repo, m.Tag, string(r.Digest), t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) exists(ctx context.Context, tx *sql.Tx, query string, args ...any) (bool, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, s.q(query), args...).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Manifest implements registry.MetadataStore.
+func (s *Store) Manifest(ctx context.Context, repo string, ref oci.Reference) (registry.ManifestRecord, error) {
+	var row *sql.Row
+	const cols = `m.digest, m.media_type, m.artifact_type, m.subject, m.annotations, m.payload, m.created_at`
+	if ref.IsDigest() {
+		row = s.read.QueryRowContext(ctx, s.q(`SELECT `+cols+` FROM manifests m WHERE m.repo = ? AND m.digest = ?`), repo, string(ref.Digest))
+	} else {
+		row = s.read.QueryRowContext(ctx, s.q(`SELECT `+cols+` FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.manifest_digest WHERE t.repo = ? AND t.name = ?`), repo, ref.Tag)
+	}
+	var (
+		r       registry.ManifestRecord
+		d       string
+		subject sql.NullString
+		ann     sql.NullString
+		created int64
+	)
+	if err := row.Scan(&d, &r.MediaType, &r.ArtifactType, &subject, &ann, &r.Payload, &created); err != nil {
+		return r, notFound(err)
+	}
+	r.Digest, r.Subject, r.CreatedAt = digest.Digest(d), digest.Digest(subject.String), time.Unix(0, created)
+	if ann.Valid {
+		if err := json.Unmarshal([]byte(ann.String), &r.Annotations); err != nil {
+			return r, fmt.Errorf("manifest %s annotations: %w", d, err)
+		}
+	}
+	return r, nil
+}
+
+// DeleteManifest implements registry.MetadataStore.
+func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM manifests WHERE repo = ? AND digest = ?`), repo, string(d))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return registry.ErrNotFound
+		}
+		for _, q := range []string{
+			`DELETE FROM tags WHERE repo = ? AND manifest_digest = ?`,
+			`DELETE FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?`,
+			`DELETE FROM manifest_children WHERE repo = ? AND parent_digest = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, s.q(q), repo, string(d)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteTag implements registry.MetadataStore.
+func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
+	res, err := s.write.ExecContext(ctx, s.q(`DELETE FROM tags WHERE repo = ? AND name = ?`), repo, tag)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return registry.ErrNotFound
+	}
+	return nil
+}
+
+// Tags implements registry.MetadataStore.
+func (s *Store) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	var one int
+	if err := s.read.QueryRowContext(ctx, s.q(`SELECT 1 FROM repositories WHERE name = ?`), repo).Scan(&one); err != nil {
+		return nil, notFound(err)
+	}
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?`), repo, last, limit(n))
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}
+
+// Repositories implements registry.MetadataStore.
+func (s *Store) Repositories(ctx context.Context, last string, n int) ([]string, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?`), last, limit(n))
+	if err != nil {
+		return nil, err
+	}
+	return scanStrings(rows)
+}
+
+// limit maps "no limit" (n < 0) to a LIMIT both engines accept.
+func limit(n int) int64 {
+	if n < 0 {
+		return 1 << 62
+	}
+	return int64(n)
+}
+
+// Referrers implements registry.MetadataStore.
+func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest) ([]oci.Descriptor, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT digest, media_type, artifact_type, size, annotations FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_at, digest`), repo, string(d))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []oci.Descriptor{}
+	for rows.Next() {
+		var (
+			desc oci.Descriptor
+			dg   string
+			ann  sql.NullString
+		)
+		if err := rows.Scan(&dg, &desc.MediaType, &desc.ArtifactType, &desc.Size, &ann); err != nil {
+			return nil, err
+		}
+		desc.Digest = digest.Digest(dg)
+		if ann.Valid {
+			if err := json.Unmarshal([]byte(ann.String), &desc.Annotations); err != nil {
+				return nil, fmt.Errorf("manifest %s annotations: %w", dg, err)
+			}
+		}
+		out = append(out, desc)
+	}
+	return out, rows.Err()
+}
+
+// CreateUpload implements registry.MetadataStore.
+func (s *Store) CreateUpload(ctx context.Context, u *registry.Upload) error {
+	_, err := s.write.ExecContext(ctx, s.q(`INSERT INTO uploads (id, repo, byte_offset, hash_alg, hash_state, backend_state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+		u.ID, u.Repo, u.Offset, string(u.HashAlg), u.HashState, u.Backend, u.CreatedAt.UnixNano(), u.UpdatedAt.UnixNano())
+	return err
+}
+
+const uploadCols = `id, repo, byte_offset, hash_alg, hash_state, backend_state, created_at, updated_at`
+
+func scanUpload(sc interface{ Scan(...any) error }) (*registry.Upload, error) {
+	var (
+		u                registry.Upload
+		alg              string
+		created, updated int64
+	)
+	if err := sc.Scan(&u.ID, &u.Repo, &u.Offset, &alg, &u.HashState, &u.Backend, &created, &updated); err != nil {
+		return nil, err
+	}
+	u.HashAlg, u.CreatedAt, u.UpdatedAt = digest.Algorithm(alg), time.Unix(0, created), time.Unix(0, updated)
+	return &u, nil
+}
+
+// Upload implements registry.MetadataStore.
+func (s *Store) Upload(ctx context.Context, repo, id string) (*registry.Upload, error) {
+	u, err := scanUpload(s.read.QueryRowContext(ctx, s.q(`SELECT `+uploadCols+` FROM uploads WHERE id = ? AND repo = ?`), id, repo))
+	return u, notFound(err)
+}
+
+// UpdateUpload implements registry.MetadataStore.
+func (s *Store) UpdateUpload(ctx context.Context, u *registry.Upload, prevOffset int64) error {
+	res, err := s.write.ExecContext(ctx, s.q(`UPDATE uploads SET byte_offset = ?, hash_state = ?, backend_state = ?, updated_at = ? WHERE id = ? AND byte_offset = ?`),
+		u.Offset, u.HashState, u.Backend, u.UpdatedAt.UnixNano(), u.ID, prevOffset)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return registry.ErrConflict
+	}
+	return nil
+}
+
+// DeleteUpload implements registry.MetadataStore.
+func (s *Store) DeleteUpload(ctx context.Context, id string) error {
+	_, err := s.write.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), id)
+	return err
+}
+
+// ExpiredUploads implements registry.MetadataStore.
+func (s *Store) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]*registry.Upload, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT `+uploadCols+` FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?`), before.UnixNano(), limit(n))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*registry.Upload
+	for rows.Next() {
+		u, err := scanUpload(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// Ping implements registry.MetadataStore.
+func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx) }
+
+// Close implements registry.MetadataStore.
+func (s *Store) Close() error {
+	err := s.read.Close()
+	if s.write != s.read {
+		err = errors.Join(err, s.write.Close())
+	}
+	return err
+}
+
+func scanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// rebound caches placeholder rewrites, shared by every Store.
+var rebound sync.Map

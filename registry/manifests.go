@@ -1,0 +1,209 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/oci"
+)
+
+// PutManifest validates and stores a manifest under ref (a tag, or the
+// manifest's own digest). Every blob and child manifest it references must
+// already be in the repository; the subject need not be.
+func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Reference, contentType string, payload []byte) (*oci.Manifest, error) {
+	if int64(len(payload)) > r.opts.MaxManifestBytes {
+		return nil, manifestTooLarge(r.opts.MaxManifestBytes)
+	}
+	alg := digest.Canonical
+	if ref.IsDigest() {
+		alg = ref.Digest.Algorithm()
+	}
+	m, err := oci.ParseManifest(contentType, payload, alg)
+	if err != nil {
+		return nil, err
+	}
+	if ref.IsDigest() && m.Digest != ref.Digest {
+		return nil, oci.Errorf(oci.CodeDigestInvalid, "manifest has digest %s, not %s", m.Digest, ref.Digest)
+	}
+	nm := NewManifest{
+		Record: ManifestRecord{
+			Digest: m.Digest, MediaType: m.MediaType, Payload: payload,
+			ArtifactType: m.ArtifactType, Annotations: m.Annotations,
+		},
+		Tag: ref.Tag,
+	}
+	if m.Subject != nil {
+		nm.Record.Subject = m.Subject.Digest
+	}
+	for _, b := range m.Blobs() {
+		nm.Blobs = appendUnique(nm.Blobs, b.Digest)
+	}
+	for _, c := range m.Manifests {
+		nm.Children = appendUnique(nm.Children, c.Digest)
+	}
+	if err := r.meta.PutManifest(ctx, repo, nm); err != nil {
+		var missing *MissingReferencesError
+		if errors.As(err, &missing) {
+			return nil, missingError(missing)
+		}
+		return nil, internal("put manifest", err)
+	}
+	r.cache.invalidate(repo)
+	return m, nil
+}
+
+// manifestTooLarge is the spec's answer to an oversized manifest.
+func manifestTooLarge(limit int64) *oci.Error {
+	return oci.Errorf(oci.CodeManifestInvalid, "manifest exceeds the %d-byte limit", limit).WithStatus(413)
+}
+
+// ManifestTooLarge is the error for a manifest body over limit bytes
+// (413 MANIFEST_INVALID), for callers that find out while reading it.
+func ManifestTooLarge(limit int64) error { return manifestTooLarge(limit) }
+
+func missingError(m *MissingReferencesError) *oci.Error {
+	if len(m.Blobs) > 0 {
+		return oci.Errorf(oci.CodeManifestBlobUnknown, "manifest references blob %s, unknown to this repository", m.Blobs[0]).
+			WithDetail(map[string]any{"digest": m.Blobs[0], "missing": m.Blobs})
+	}
+	return oci.Errorf(oci.CodeManifestBlobUnknown, "index references manifest %s, unknown to this repository", m.Manifests[0]).
+		WithDetail(map[string]any{"digest": m.Manifests[0], "missing": m.Manifests})
+}
+
+func appendUnique(s []digest.Digest, d digest.Digest) []digest.Digest {
+	for _, x := range s {
+		if x == d {
+			return s
+		}
+	}
+	return append(s, d)
+}
+
+// Manifest returns a manifest by tag or digest, from the cache when it can.
+func (r *Registry) Manifest(ctx context.Context, repo string, ref oci.Reference) (ManifestRecord, error) {
+	key := repo + "\x00" + ref.String()
+	gen := r.cache.generation(repo)
+	if rec, ok := r.cache.get(key, gen); ok {
+		return rec, nil
+	}
+	rec, err := r.meta.Manifest(ctx, repo, ref)
+	if errors.Is(err, ErrNotFound) {
+		return rec, oci.ErrManifestUnknown.WithDetail(map[string]string{"reference": ref.String()})
+	}
+	if err != nil {
+		return rec, internal("get manifest", err)
+	}
+	r.cache.put(key, gen, rec)
+	return rec, nil
+}
+
+// DeleteManifest deletes a tag (the manifest stays) or, by digest, the
+// manifest and every tag that points at it.
+func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Reference) error {
+	var err error
+	if ref.IsDigest() {
+		err = r.meta.DeleteManifest(ctx, repo, ref.Digest)
+	} else {
+		err = r.meta.DeleteTag(ctx, repo, ref.Tag)
+	}
+	r.cache.invalidate(repo)
+	if errors.Is(err, ErrNotFound) {
+		return oci.ErrManifestUnknown.WithDetail(map[string]string{"reference": ref.String()})
+	}
+	if err != nil {
+		return internal("delete manifest", err)
+	}
+	return nil
+}
+
+// Tags lists a repository's tags after last, at most n (n < 0: all).
+func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	tags, err := r.meta.Tags(ctx, repo, last, n)
+	if errors.Is(err, ErrNotFound) {
+		return nil, oci.ErrNameUnknown.WithDetail(map[string]string{"name": repo})
+	}
+	if err != nil {
+		return nil, internal("list tags", err)
+	}
+	return tags, nil
+}
+
+// Repositories lists repository names after last, at most n (n < 0: all).
+func (r *Registry) Repositories(ctx context.Context, last string, n int) ([]string, error) {
+	repos, err := r.meta.Repositories(ctx, last, n)
+	if err != nil {
+		return nil, internal("catalog", err)
+	}
+	return repos, nil
+}
+
+// Referrers lists the manifests whose subject is d, keeping only those of
+// artifactType when it is set.
+func (r *Registry) Referrers(ctx context.Context, repo string, d digest.Digest, artifactType string) ([]oci.Descriptor, error) {
+	all, err := r.meta.Referrers(ctx, repo, d)
+	if err != nil {
+		return nil, internal("referrers", err)
+	}
+	if artifactType == "" {
+		return all, nil
+	}
+	out := all[:0]
+	for _, desc := range all {
+		if desc.ArtifactType == artifactType {
+			out = append(out, desc)
+		}
+	}
+	return out, nil
+}
+
+// manifestCache keeps manifests by repo+reference. Each repository has a
+// generation that every write bumps; an entry is valid only for the
+// generation it was read under, so a reader racing a writer can never
+// resurrect what the writer replaced. It is bounded by dropping everything
+// when full: simple, and a cold cache costs one query per key.
+type manifestCache struct {
+	max     int
+	size    atomic.Int64
+	entries sync.Map // key -> cacheEntry
+	gens    sync.Map // repo -> *atomic.Uint64
+}
+
+type cacheEntry struct {
+	gen uint64
+	rec ManifestRecord
+}
+
+func newManifestCache(max int) *manifestCache { return &manifestCache{max: max} }
+
+func (c *manifestCache) counter(repo string) *atomic.Uint64 {
+	if v, ok := c.gens.Load(repo); ok {
+		return v.(*atomic.Uint64)
+	}
+	v, _ := c.gens.LoadOrStore(repo, new(atomic.Uint64))
+	return v.(*atomic.Uint64)
+}
+
+func (c *manifestCache) generation(repo string) uint64 { return c.counter(repo).Load() }
+
+func (c *manifestCache) invalidate(repo string) { c.counter(repo).Add(1) }
+
+func (c *manifestCache) get(key string, gen uint64) (ManifestRecord, bool) {
+	v, ok := c.entries.Load(key)
+	if !ok {
+		return ManifestRecord{}, false
+	}
+	e := v.(cacheEntry)
+	return e.rec, e.gen == gen
+}
+
+func (c *manifestCache) put(key string, gen uint64, rec ManifestRecord) {
+	if c.size.Add(1) > int64(c.max) {
+		c.entries.Clear()
+		c.size.Store(1)
+	}
+	c.entries.Store(key, cacheEntry{gen: gen, rec: rec})
+}

@@ -1,0 +1,455 @@
+// Package registry is the core of Wharf: the rules of the OCI Distribution
+// Specification over two seams, a MetadataStore and a BlobStore. It knows
+// nothing of HTTP; the server package translates requests into calls here
+// and *oci.Error values back into responses.
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/oci"
+)
+
+// Options are the registry's limits.
+type Options struct {
+	// MaxManifestBytes bounds a manifest body (default 4 MiB).
+	MaxManifestBytes int64
+	// ManifestCacheEntries bounds the in-memory manifest cache (default 10000).
+	ManifestCacheEntries int
+	// Logger receives warnings about cleanup that failed after the fact.
+	Logger *slog.Logger
+}
+
+// DefaultMaxManifestBytes is the manifest size limit when none is set.
+const DefaultMaxManifestBytes = 4 << 20
+
+// Registry implements the distribution spec's operations.
+type Registry struct {
+	meta   MetadataStore
+	blobs  BlobStore
+	opts   Options
+	cache  *manifestCache
+	locks  keyedMutex
+	log    *slog.Logger
+	now    func() time.Time
+	newID  func() string
+}
+
+// New returns a Registry over the given stores.
+func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
+	if opts.MaxManifestBytes <= 0 {
+		opts.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	if opts.ManifestCacheEntries <= 0 {
+		opts.ManifestCacheEntries = 10000
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Registry{
+		meta: meta, blobs: blobs, opts: opts, log: log,
+		cache: newManifestCache(opts.ManifestCacheEntries),
+		now:   time.Now,
+		newID: func() string { return uuid.NewString() },
+	}
+}
+
+// MaxManifestBytes is the configured manifest size limit.
+func (r *Registry) MaxManifestBytes() int64 { return r.opts.MaxManifestBytes }
+
+// Ping checks both stores' reachability (metadata here; blob stores are
+// checked by opening nothing, they have no cheap ping yet).
+func (r *Registry) Ping(ctx context.Context) error { return r.meta.Ping(ctx) }
+
+// internal wraps a store failure: logged by the server, sent as UNKNOWN.
+func internal(op string, err error) error { return fmt.Errorf("%s: %w", op, err) }
+
+// ---- Blobs ----
+
+// StatBlob returns a blob the repository may serve. A manifest's digest is
+// a blob too (the tutorial fetches a manifest through the blob URL).
+func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	info, err := r.meta.RepoBlob(ctx, repo, d)
+	if err == nil {
+		return info, nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return BlobInfo{}, internal("stat blob", err)
+	}
+	m, err := r.meta.Manifest(ctx, repo, oci.Reference{Digest: d})
+	if errors.Is(err, ErrNotFound) {
+		return BlobInfo{}, oci.ErrBlobUnknown.WithDetail(map[string]string{"digest": d.String()})
+	}
+	if err != nil {
+		return BlobInfo{}, internal("stat blob", err)
+	}
+	return BlobInfo{Digest: d, Size: int64(len(m.Payload))}, nil
+}
+
+// OpenBlob returns a blob's info and a reader positioned at its start.
+func (r *Registry) OpenBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, ReadSeekCloser, error) {
+	info, err := r.StatBlob(ctx, repo, d)
+	if err != nil {
+		return info, nil, err
+	}
+	if info.Key == "" { // a manifest, served from the metadata store
+		m, err := r.meta.Manifest(ctx, repo, oci.Reference{Digest: d})
+		if err != nil {
+			return info, nil, internal("open manifest blob", err)
+		}
+		return info, nopCloser{bytes.NewReader(m.Payload)}, nil
+	}
+	f, err := r.blobs.Open(ctx, info.Key)
+	if err != nil {
+		return info, nil, internal("open blob "+d.String(), err)
+	}
+	return info, f, nil
+}
+
+type nopCloser struct{ *bytes.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+// DeleteBlob stops the repository serving d. The bytes stay in storage
+// until garbage collection finds nothing references them. Deleting a
+// manifest's digest through the blob API deletes the manifest.
+func (r *Registry) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
+	err := r.meta.UnlinkBlob(ctx, repo, d)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ErrNotFound) {
+		return internal("delete blob", err)
+	}
+	if err := r.DeleteManifest(ctx, repo, oci.Reference{Digest: d}); err != nil {
+		if errors.Is(err, oci.ErrManifestUnknown) {
+			return oci.ErrBlobUnknown.WithDetail(map[string]string{"digest": d.String()})
+		}
+		return err
+	}
+	return nil
+}
+
+// MountBlob links d into repo from another repository without moving
+// bytes. With from set, d must be in from and readable there; with from
+// empty, any repository holding d that canRead admits will do. It reports
+// whether the blob was mounted.
+func (r *Registry) MountBlob(ctx context.Context, repo string, d digest.Digest, from string, canRead func(repo string) bool) (bool, error) {
+	var source string
+	if from != "" {
+		if oci.ValidateName(from) != nil || !canRead(from) {
+			return false, nil
+		}
+		if _, err := r.meta.RepoBlob(ctx, from, d); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return false, nil
+			}
+			return false, internal("mount", err)
+		}
+		source = from
+	} else {
+		repos, err := r.meta.ReposWithBlob(ctx, d, 50)
+		if err != nil {
+			return false, internal("mount", err)
+		}
+		for _, c := range repos {
+			if c == repo || canRead(c) {
+				source = c
+				break
+			}
+		}
+		if source == "" {
+			return false, nil
+		}
+	}
+	if err := r.meta.LinkBlob(ctx, repo, d); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		return false, internal("mount", err)
+	}
+	return true, nil
+}
+
+// ---- Uploads ----
+
+// StartUpload opens an upload session. alg is the digest algorithm to
+// stream-hash with (sha256 when empty).
+func (r *Registry) StartUpload(ctx context.Context, repo string, alg digest.Algorithm) (*Upload, error) {
+	if alg == "" {
+		alg = digest.SHA256
+	}
+	h := alg.Hash()
+	state, err := marshalHash(h)
+	if err != nil {
+		return nil, internal("start upload", err)
+	}
+	t := r.now()
+	u := &Upload{ID: r.newID(), Repo: repo, HashAlg: alg, HashState: state, CreatedAt: t, UpdatedAt: t}
+	if err := r.blobs.Uploads().Begin(ctx, u); err != nil {
+		return nil, internal("start upload", err)
+	}
+	if err := r.meta.CreateUpload(ctx, u); err != nil {
+		_ = r.blobs.Uploads().Abort(ctx, u)
+		return nil, internal("start upload", err)
+	}
+	return u, nil
+}
+
+// Upload returns an upload session's state.
+func (r *Registry) Upload(ctx context.Context, repo, id string) (*Upload, error) {
+	u, err := r.meta.Upload(ctx, repo, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, oci.ErrBlobUploadUnknown.WithDetail(map[string]string{"uuid": id})
+	}
+	if err != nil {
+		return nil, internal("upload status", err)
+	}
+	return u, nil
+}
+
+// Chunk is a piece of an upload. Start is where the client says it goes
+// (-1 when it did not say); Length is its declared size (-1 if unknown).
+type Chunk struct {
+	Body   io.Reader
+	Start  int64
+	Length int64
+}
+
+// AppendUpload writes a chunk at the end of the session. A chunk that does
+// not start at the current offset is refused with 416; a chunk cut short
+// is not recorded, so the session stays where it was.
+func (r *Registry) AppendUpload(ctx context.Context, repo, id string, c Chunk) (*Upload, error) {
+	unlock := r.locks.lock(id)
+	defer unlock()
+	u, err := r.Upload(ctx, repo, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.append(ctx, u, c); err != nil {
+		return u, err
+	}
+	return u, nil
+}
+
+func (r *Registry) append(ctx context.Context, u *Upload, c Chunk) error {
+	if c.Start >= 0 && c.Start != u.Offset {
+		return oci.Errorf(oci.CodeRangeInvalid, "chunk starts at %d; the upload is at %d", c.Start, u.Offset).
+			WithDetail(map[string]int64{"offset": u.Offset})
+	}
+	h, err := unmarshalHash(u.HashAlg, u.HashState)
+	if err != nil {
+		return internal("restore upload hash", err)
+	}
+	prev := u.Offset
+	n, err := r.blobs.Uploads().Append(ctx, u, io.TeeReader(c.Body, h))
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return oci.ErrBlobUploadUnknown.WithDetail(map[string]string{"uuid": u.ID})
+		}
+		return fmt.Errorf("upload %s: writing chunk: %w", u.ID, err)
+	}
+	if c.Length >= 0 && n != c.Length {
+		return oci.Errorf(oci.CodeSizeInvalid, "chunk has %d bytes; %d were declared", n, c.Length)
+	}
+	if n == 0 {
+		return nil
+	}
+	state, err := marshalHash(h)
+	if err != nil {
+		return internal("save upload hash", err)
+	}
+	u.Offset, u.HashState, u.UpdatedAt = prev+n, state, r.now()
+	if err := r.meta.UpdateUpload(ctx, u, prev); err != nil {
+		u.Offset = prev
+		if errors.Is(err, ErrConflict) {
+			return oci.Errorf(oci.CodeRangeInvalid, "upload %s was advanced concurrently", u.ID)
+		}
+		return internal("save upload", err)
+	}
+	return nil
+}
+
+// FinishUpload appends an optional last chunk, verifies the digest and
+// stores the blob. A digest mismatch cancels the session: nothing is kept.
+func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.Digest, c Chunk) (BlobInfo, error) {
+	unlock := r.locks.lock(id)
+	defer unlock()
+	u, err := r.Upload(ctx, repo, id)
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if c.Body != nil {
+		if err := r.append(ctx, u, c); err != nil {
+			return BlobInfo{}, err
+		}
+	}
+	got, err := r.uploadDigest(ctx, u, d.Algorithm())
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	if got != d {
+		r.abort(ctx, u)
+		return BlobInfo{}, oci.Errorf(oci.CodeDigestInvalid, "upload has digest %s, not %s", got, d)
+	}
+	key, err := r.blobs.Uploads().Commit(ctx, u, d)
+	if err != nil {
+		return BlobInfo{}, internal("commit upload", err)
+	}
+	info, err := r.meta.CommitUpload(ctx, u.ID, BlobInfo{Digest: d, Size: u.Offset, Key: key})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return BlobInfo{}, oci.ErrBlobUploadUnknown.WithDetail(map[string]string{"uuid": id})
+		}
+		return BlobInfo{}, internal("commit upload", err)
+	}
+	if info.Key != key {
+		// Another upload stored the same bytes first; ours is redundant.
+		if err := r.blobs.Delete(ctx, key); err != nil {
+			r.log.Warn("delete redundant blob object", "key", key, "err", err)
+		}
+	}
+	return info, nil
+}
+
+func (r *Registry) uploadDigest(ctx context.Context, u *Upload, alg digest.Algorithm) (digest.Digest, error) {
+	if alg == u.HashAlg {
+		h, err := unmarshalHash(u.HashAlg, u.HashState)
+		if err != nil {
+			return "", internal("restore upload hash", err)
+		}
+		return digest.NewDigest(alg, h), nil
+	}
+	// The session was hashed with another algorithm: read it back once.
+	rd, err := r.blobs.Uploads().Reader(ctx, u)
+	if err != nil {
+		return "", internal("read upload", err)
+	}
+	defer rd.Close()
+	dg, err := alg.FromReader(rd)
+	if err != nil {
+		return "", internal("read upload", err)
+	}
+	return dg, nil
+}
+
+// PutBlob is a monolithic upload: the whole blob in one request.
+func (r *Registry) PutBlob(ctx context.Context, repo string, d digest.Digest, c Chunk) (BlobInfo, error) {
+	u, err := r.StartUpload(ctx, repo, d.Algorithm())
+	if err != nil {
+		return BlobInfo{}, err
+	}
+	info, err := r.FinishUpload(ctx, repo, u.ID, d, c)
+	if err != nil {
+		r.abort(context.WithoutCancel(ctx), u)
+	}
+	return info, err
+}
+
+// CancelUpload ends a session and releases its storage.
+func (r *Registry) CancelUpload(ctx context.Context, repo, id string) error {
+	unlock := r.locks.lock(id)
+	defer unlock()
+	u, err := r.Upload(ctx, repo, id)
+	if err != nil {
+		return err
+	}
+	r.abort(ctx, u)
+	return nil
+}
+
+func (r *Registry) abort(ctx context.Context, u *Upload) {
+	if err := r.meta.DeleteUpload(ctx, u.ID); err != nil {
+		r.log.Warn("delete upload session", "upload", u.ID, "err", err)
+	}
+	if err := r.blobs.Uploads().Abort(ctx, u); err != nil {
+		r.log.Warn("abort upload storage", "upload", u.ID, "err", err)
+	}
+}
+
+// ExpireUploads aborts sessions idle for longer than maxAge.
+func (r *Registry) ExpireUploads(ctx context.Context, maxAge time.Duration) (int, error) {
+	old, err := r.meta.ExpiredUploads(ctx, r.now().Add(-maxAge), 1000)
+	if err != nil {
+		return 0, err
+	}
+	for _, u := range old {
+		unlock := r.locks.lock(u.ID)
+		r.abort(ctx, u)
+		unlock()
+	}
+	return len(old), nil
+}
+
+func marshalHash(h hash.Hash) ([]byte, error) {
+	m, ok := h.(encoding.BinaryMarshaler)
+	if !ok {
+		return nil, fmt.Errorf("hash %T cannot save its state", h)
+	}
+	return m.MarshalBinary()
+}
+
+func unmarshalHash(alg digest.Algorithm, state []byte) (hash.Hash, error) {
+	if !alg.Available() {
+		return nil, fmt.Errorf("digest algorithm %q unavailable", alg)
+	}
+	h := alg.Hash()
+	u, ok := h.(encoding.BinaryUnmarshaler)
+	if !ok {
+		return nil, fmt.Errorf("hash %T cannot restore its state", h)
+	}
+	if err := u.UnmarshalBinary(state); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// keyedMutex serializes work on one key (an upload session) in this
+// process. Across replicas the metadata store's conditional update is what
+// keeps two writers from both advancing a session.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyedMutex) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyedEntry{}
+	}
+	e := k.m[key]
+	if e == nil {
+		e = &keyedEntry{}
+		k.m[key] = e
+	}
+	e.refs++
+	k.mu.Unlock()
+	e.mu.Lock()
+	return func() {
+		e.mu.Unlock()
+		k.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+}

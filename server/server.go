@@ -1,0 +1,265 @@
+// Package server is Wharf's HTTP face: the /v2/ router, one thin handler per
+// endpoint, and the middleware around them. Handlers translate HTTP into
+// registry calls and *oci.Error values into OCI error responses; no storage
+// logic lives here.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/wharf-registry/wharf/auth"
+	"github.com/wharf-registry/wharf/oci"
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// Options configure a Server.
+type Options struct {
+	Registry *registry.Registry
+	// Auth decides requests; nil allows everything.
+	Auth auth.Authorizer
+	// Logger receives access logs and errors; nil uses slog.Default().
+	Logger *slog.Logger
+	// PublicURL, when set ("https://registry.example.com"), is the base of
+	// every absolute URL the server hands out (upload locations); otherwise
+	// it is derived from the request.
+	PublicURL string
+}
+
+// Server serves the OCI Distribution API.
+type Server struct {
+	reg       *registry.Registry
+	auth      auth.Authorizer
+	log       *slog.Logger
+	publicURL string
+	mux       *http.ServeMux
+}
+
+// New returns a Server.
+func New(o Options) *Server {
+	s := &Server{reg: o.Registry, auth: o.Auth, log: o.Logger, publicURL: strings.TrimRight(o.PublicURL, "/")}
+	if s.auth == nil {
+		s.auth = auth.AllowAll{}
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.mux = http.NewServeMux()
+	s.mux.HandleFunc("/v2/", s.serveV2)
+	s.mux.HandleFunc("/v2", s.serveV2)
+	return s
+}
+
+// Handle adds a handler for a path outside /v2/ (health, signed downloads).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// ServeHTTP implements http.Handler with logging and panic recovery
+// around every request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &responseWriter{ResponseWriter: w}
+	info := &requestInfo{}
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			if !rw.wroteHeader {
+				s.writeError(rw, r, oci.NewError(oci.CodeUnknown))
+			}
+		}
+		level := slog.LevelInfo
+		if rw.status >= 500 {
+			level = slog.LevelError
+		}
+		s.log.LogAttrs(r.Context(), level, "request",
+			slog.String("method", r.Method),
+			slog.String("route", info.route.String()),
+			slog.String("repo", info.repo),
+			slog.Int("status", rw.statusCode()),
+			slog.Int64("bytes_out", rw.bytes),
+			slog.Int64("bytes_in", r.ContentLength),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("remote", r.RemoteAddr),
+		)
+	}()
+	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	s.mux.ServeHTTP(rw, r)
+}
+
+type infoKey struct{}
+
+// requestInfo carries what the router learned to the access log.
+type requestInfo struct {
+	route Route
+	repo  string
+}
+
+// serveV2 routes a /v2/ request.
+func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
+	m := ParseV2Path(r.URL.Path)
+	if info, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		info.route, info.repo = m.Route, m.Name
+	}
+	if m.Route == RouteNone {
+		s.writeError(w, r, oci.Errorf(oci.CodeNameUnknown, "no such endpoint: %s", truncate(r.URL.Path)).WithStatus(http.StatusNotFound))
+		return
+	}
+	if m.Name != "" {
+		if err := oci.ValidateName(m.Name); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	h, scope := s.dispatch(m, r.Method)
+	if h == nil {
+		w.Header().Set("Allow", allowed(m.Route))
+		s.writeError(w, r, oci.Errorf(oci.CodeUnsupported, "%s is not supported on %s", r.Method, m.Route))
+		return
+	}
+	scope.Repo = m.Name
+	id, err := s.auth.Authorize(r, scope)
+	if err != nil {
+		if e := oci.AsError(err); e.Code == oci.CodeUnauthorized {
+			if c := s.auth.Challenge(r, scope); c != "" {
+				w.Header().Set("WWW-Authenticate", c)
+			}
+		}
+		s.writeError(w, r, err)
+		return
+	}
+	h(w, r, &call{m: m, id: id})
+}
+
+// call is what a handler gets besides the request.
+type call struct {
+	m  Match
+	id auth.Identity
+}
+
+type handlerFunc func(http.ResponseWriter, *http.Request, *call)
+
+var (
+	pull   = auth.Scope{Actions: []auth.Action{auth.Pull}}
+	push   = auth.Scope{Actions: []auth.Action{auth.Pull, auth.Push}}
+	del    = auth.Scope{Actions: []auth.Action{auth.Delete}}
+)
+
+// dispatch picks the handler for a route and method, and the access it needs.
+func (s *Server) dispatch(m Match, method string) (handlerFunc, auth.Scope) {
+	get := method == http.MethodGet || method == http.MethodHead
+	switch m.Route {
+	case RouteBase:
+		if get {
+			return s.base, auth.Scope{}
+		}
+	case RouteCatalog:
+		if get {
+			return s.catalog, auth.Scope{}
+		}
+	case RouteTags:
+		if get {
+			return s.tags, pull
+		}
+	case RouteManifest:
+		switch {
+		case get:
+			return s.getManifest, pull
+		case method == http.MethodPut:
+			return s.putManifest, push
+		case method == http.MethodDelete:
+			return s.deleteManifest, del
+		}
+	case RouteBlob:
+		switch {
+		case get:
+			return s.getBlob, pull
+		case method == http.MethodDelete:
+			return s.deleteBlob, del
+		}
+	case RouteUploadStart:
+		if method == http.MethodPost {
+			return s.startUpload, push
+		}
+	case RouteUpload:
+		switch method {
+		case http.MethodGet:
+			return s.uploadStatus, push
+		case http.MethodPatch:
+			return s.patchUpload, push
+		case http.MethodPut:
+			return s.finishUpload, push
+		case http.MethodDelete:
+			return s.cancelUpload, push
+		}
+	case RouteReferrers:
+		if get {
+			return s.referrers, pull
+		}
+	}
+	return nil, auth.Scope{}
+}
+
+func allowed(r Route) string {
+	switch r {
+	case RouteManifest:
+		return "GET, HEAD, PUT, DELETE"
+	case RouteBlob:
+		return "GET, HEAD, DELETE"
+	case RouteUploadStart:
+		return "POST"
+	case RouteUpload:
+		return "GET, PATCH, PUT, DELETE"
+	}
+	return "GET, HEAD"
+}
+
+// errorBody is the OCI error response.
+type errorBody struct {
+	Errors []errorEntry `json:"errors"`
+}
+
+type errorEntry struct {
+	Code    oci.Code `json:"code"`
+	Message string   `json:"message"`
+	Detail  any      `json:"detail,omitempty"`
+}
+
+// writeError sends err as an OCI error response. Errors that are not
+// *oci.Error are internal: logged in full, sent as UNKNOWN without detail.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var e *oci.Error
+	if !errors.As(err, &e) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			// The client went away; nobody will read the answer.
+			e = oci.NewError(oci.CodeUnknown).WithStatus(499)
+		} else {
+			s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+			e = oci.NewError(oci.CodeUnknown)
+		}
+	}
+	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", itoa(int64(len(body))))
+	h.Del("Docker-Content-Digest")
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+func truncate(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
+}
