@@ -1,0 +1,225 @@
+// Package blobstoretest is the contract every registry.BlobStore must
+// meet. Each backend's tests call Run with a constructor for a fresh store,
+// so the filesystem and object-storage backends pass one suite.
+package blobstoretest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// Run runs the contract against stores made by newStore. reopen, if not
+// nil, returns a new store over the same backing storage, to show that an
+// upload continues after a restart.
+func Run(t *testing.T, newStore func(t *testing.T) registry.BlobStore, reopen func(t *testing.T, s registry.BlobStore) registry.BlobStore) {
+	t.Run("ChunkSizes", func(t *testing.T) { testChunkSizes(t, newStore(t)) })
+	t.Run("TruncatesUnrecordedTail", func(t *testing.T) { testTruncate(t, newStore(t)) })
+	t.Run("Reader", func(t *testing.T) { testReader(t, newStore(t)) })
+	t.Run("ConcurrentIdenticalUploads", func(t *testing.T) { testConcurrentIdentical(t, newStore(t)) })
+	t.Run("AbortAndDelete", func(t *testing.T) { testAbortDelete(t, newStore(t)) })
+	t.Run("OpenMissing", func(t *testing.T) {
+		if _, err := newStore(t).Open(context.Background(), "blobs/sha256/00/"+string(bytes.Repeat([]byte("0"), 64))); !errors.Is(err, registry.ErrNotFound) {
+			t.Fatalf("Open(missing) = %v, want ErrNotFound", err)
+		}
+	})
+	if reopen != nil {
+		t.Run("ResumeAfterRestart", func(t *testing.T) { testResume(t, newStore(t), reopen) })
+	}
+}
+
+var ids struct {
+	mu sync.Mutex
+	n  int
+}
+
+func newUpload(t *testing.T, s registry.BlobStore) *registry.Upload {
+	t.Helper()
+	ids.mu.Lock()
+	ids.n++
+	id := fmt.Sprintf("contract-%d-%d", time.Now().UnixNano(), ids.n)
+	ids.mu.Unlock()
+	u := &registry.Upload{ID: id, Repo: "contract/test", HashAlg: digest.SHA256, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if err := s.Uploads().Begin(context.Background(), u); err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	return u
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func appendAll(t *testing.T, s registry.BlobStore, u *registry.Upload, data []byte, chunk int) {
+	t.Helper()
+	for off := 0; off < len(data); off += chunk {
+		end := min(off+chunk, len(data))
+		n, err := s.Uploads().Append(context.Background(), u, bytes.NewReader(data[off:end]))
+		if err != nil {
+			t.Fatalf("Append at %d: %v", off, err)
+		}
+		if n != int64(end-off) {
+			t.Fatalf("Append wrote %d, want %d", n, end-off)
+		}
+		u.Offset += n
+	}
+}
+
+func commitAndCheck(t *testing.T, s registry.BlobStore, u *registry.Upload, want []byte) string {
+	t.Helper()
+	d := digest.FromBytes(want)
+	key, err := s.Uploads().Commit(context.Background(), u, d)
+	if err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	f, err := s.Open(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", key, err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("blob %s: read %d bytes that differ from the %d written", key, len(got), len(want))
+	}
+	// Seekable, for Range requests.
+	if len(want) > 10 {
+		if _, err := f.Seek(5, io.SeekStart); err != nil {
+			t.Fatalf("Seek: %v", err)
+		}
+		b := make([]byte, 5)
+		if _, err := io.ReadFull(f, b); err != nil || !bytes.Equal(b, want[5:10]) {
+			t.Fatalf("read after Seek = %q, %v", b, err)
+		}
+	}
+	return key
+}
+
+func testChunkSizes(t *testing.T, s registry.BlobStore) {
+	for _, c := range []struct{ size, chunk int }{
+		{0, 1}, {1, 1}, {7, 1}, {4<<20 + 1, 1 << 20}, {5 << 20, 5 << 20}, {17 << 20, 4<<20 + 1},
+	} {
+		t.Run(fmt.Sprintf("%d/%d", c.size, c.chunk), func(t *testing.T) {
+			u := newUpload(t, s)
+			data := randomBytes(c.size)
+			appendAll(t, s, u, data, c.chunk)
+			commitAndCheck(t, s, u, data)
+		})
+	}
+}
+
+// testTruncate: bytes written past the recorded offset (a write cut off by
+// a crash before it was recorded) are dropped by the next Append.
+func testTruncate(t *testing.T, s registry.BlobStore) {
+	u := newUpload(t, s)
+	data := randomBytes(3000)
+	appendAll(t, s, u, data[:1000], 1000)
+	// A write that "crashed": the store got the bytes, the offset did not move.
+	if _, err := s.Uploads().Append(context.Background(), u, bytes.NewReader(randomBytes(500))); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, u, data[1000:], 2000)
+	commitAndCheck(t, s, u, data)
+}
+
+func testReader(t *testing.T, s registry.BlobStore) {
+	u := newUpload(t, s)
+	data := randomBytes(10000)
+	appendAll(t, s, u, data, 3333)
+	rd, err := s.Uploads().Reader(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rd)
+	rd.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Reader: %d bytes, err %v", len(got), err)
+	}
+}
+
+func testConcurrentIdentical(t *testing.T, s registry.BlobStore) {
+	data := randomBytes(1 << 20)
+	const n = 4
+	keys := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		u := newUpload(t, s)
+		wg.Go(func() {
+			_, err := s.Uploads().Append(context.Background(), u, bytes.NewReader(data))
+			if err != nil {
+				t.Errorf("Append: %v", err)
+				return
+			}
+			u.Offset = int64(len(data))
+			keys[i], err = s.Uploads().Commit(context.Background(), u, digest.FromBytes(data))
+			if err != nil {
+				t.Errorf("Commit: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, k := range keys {
+		f, err := s.Open(context.Background(), k)
+		if err != nil {
+			t.Fatalf("Open(%s): %v", k, err)
+		}
+		got, _ := io.ReadAll(f)
+		f.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatalf("blob %s corrupted by concurrent identical uploads", k)
+		}
+	}
+}
+
+func testAbortDelete(t *testing.T, s registry.BlobStore) {
+	ctx := context.Background()
+	u := newUpload(t, s)
+	appendAll(t, s, u, randomBytes(100), 100)
+	if err := s.Uploads().Abort(ctx, u); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if err := s.Uploads().Abort(ctx, u); err != nil {
+		t.Fatalf("second Abort: %v", err)
+	}
+	if _, err := s.Uploads().Append(ctx, u, bytes.NewReader([]byte("x"))); err == nil {
+		t.Fatal("Append after Abort succeeded")
+	}
+	u2 := newUpload(t, s)
+	data := randomBytes(64)
+	appendAll(t, s, u2, data, 64)
+	key := commitAndCheck(t, s, u2, data)
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("Delete of a missing object: %v", err)
+	}
+	if _, err := s.Open(ctx, key); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Open after Delete = %v, want ErrNotFound", err)
+	}
+}
+
+func testResume(t *testing.T, s registry.BlobStore, reopen func(*testing.T, registry.BlobStore) registry.BlobStore) {
+	u := newUpload(t, s)
+	data := randomBytes(6 << 20)
+	appendAll(t, s, u, data[:5<<20], 5<<20)
+	saved := *u // what the metadata store would have persisted
+	s2 := reopen(t, s)
+	u2 := saved
+	appendAll(t, s2, &u2, data[5<<20:], 1<<20)
+	commitAndCheck(t, s2, &u2, data)
+}
