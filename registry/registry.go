@@ -37,14 +37,14 @@ const DefaultMaxManifestBytes = 4 << 20
 
 // Registry implements the distribution spec's operations.
 type Registry struct {
-	meta   MetadataStore
-	blobs  BlobStore
-	opts   Options
-	cache  *manifestCache
-	locks  keyedMutex
-	log    *slog.Logger
-	now    func() time.Time
-	newID  func() string
+	meta  MetadataStore
+	blobs BlobStore
+	opts  Options
+	cache *manifestCache
+	locks keyedMutex
+	log   *slog.Logger
+	now   func() time.Time
+	newID func() string
 }
 
 // New returns a Registry over the given stores.

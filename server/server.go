@@ -148,9 +148,9 @@ type call struct {
 type handlerFunc func(http.ResponseWriter, *http.Request, *call)
 
 var (
-	pull   = auth.Scope{Actions: []auth.Action{auth.Pull}}
-	push   = auth.Scope{Actions: []auth.Action{auth.Pull, auth.Push}}
-	del    = auth.Scope{Actions: []auth.Action{auth.Delete}}
+	pull = auth.Scope{Actions: []auth.Action{auth.Pull}}
+	push = auth.Scope{Actions: []auth.Action{auth.Pull, auth.Push}}
+	del  = auth.Scope{Actions: []auth.Action{auth.Delete}}
 )
 
 // dispatch picks the handler for a route and method, and the access it needs.
