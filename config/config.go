@@ -35,6 +35,19 @@ type Config struct {
 	Metadata  Metadata `yaml:"metadata"`
 	Limits    Limits   `yaml:"limits"`
 	HTTP      HTTP     `yaml:"http"`
+	Redirect  Redirect `yaml:"redirect"`
+	Signing   Signing  `yaml:"signing"`
+}
+
+// Redirect configures 307 redirects of blob GETs to signed URLs.
+type Redirect struct {
+	Enabled bool          `yaml:"enabled" doc:"answer blob GETs with 307 to a signed URL"`
+	Expiry  time.Duration `yaml:"expiry" doc:"lifetime of a redirect's signed URL"`
+}
+
+// Signing configures the embedded shape's URL signer.
+type Signing struct {
+	KeysFile string `yaml:"keys_file" doc:"HMAC keys for signed URLs (default <data_dir>/signing-keys.json, created on first start)"`
 }
 
 // Log configures logging.
@@ -88,6 +101,7 @@ func Default() Config {
 		Metadata: Metadata{Driver: "sqlite"},
 		Limits:   Limits{ManifestMaxBytes: 4 << 20, UploadMaxAge: 24 * time.Hour},
 		HTTP:     HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second},
+		Redirect: Redirect{Expiry: 20 * time.Minute},
 	}
 }
 
@@ -150,6 +164,9 @@ func (c Config) Validate() error {
 	}
 	if c.Metadata.Driver != "sqlite" {
 		errs = append(errs, fmt.Errorf("metadata.driver %q: the only driver in this build is sqlite", c.Metadata.Driver))
+	}
+	if c.Redirect.Expiry < time.Minute || c.Redirect.Expiry > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("redirect.expiry %s: want 1m to 168h", c.Redirect.Expiry))
 	}
 	if c.Limits.ManifestMaxBytes <= 0 {
 		errs = append(errs, errors.New("limits.manifest_max_bytes must be positive"))

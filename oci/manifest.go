@@ -130,6 +130,11 @@ func ParseManifest(contentType string, payload []byte, alg digest.Algorithm) (*M
 	if mt == MediaTypeDockerSchema1 || mt == MediaTypeDockerSchema1Signed || raw.FSLayers != nil {
 		return nil, Errorf(CodeManifestInvalid, "Docker schema 1 manifests are not supported; push schema 2 or OCI")
 	}
+	if raw.MediaType != "" && !IsManifestMediaType(raw.MediaType) {
+		// The image spec: when mediaType is used it MUST be the manifest's
+		// (or index's) own type. Only an omitted one is inferred below.
+		return nil, Errorf(CodeManifestInvalid, "unsupported manifest media type %q", truncate(raw.MediaType))
+	}
 	if !IsManifestMediaType(mt) {
 		// No usable media type: infer from the shape, as the OCI spec allows
 		// for manifests that omit mediaType.
@@ -242,4 +247,25 @@ func AcceptsMediaType(accept []string, mt string) bool {
 		}
 	}
 	return !any
+}
+
+// ParsePlatform parses "os/arch[/variant]" (the batch endpoint's platform
+// parameter).
+func ParsePlatform(s string) (Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" || (len(parts) == 3 && parts[2] == "") {
+		return Platform{}, Errorf(CodeUnsupported, "platform %q: want os/arch[/variant]", truncate(s)).WithStatus(400)
+	}
+	p := Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// PlatformMatches reports whether have satisfies want: os and architecture
+// equal, and the variant equal when want names one.
+func PlatformMatches(have, want Platform) bool {
+	return have.OS == want.OS && have.Architecture == want.Architecture &&
+		(want.Variant == "" || have.Variant == want.Variant)
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +31,11 @@ type Options struct {
 	ManifestCacheEntries int
 	// Logger receives warnings about cleanup that failed after the fact.
 	Logger *slog.Logger
+	// Signer makes signed blob URLs (redirects, the batch endpoint); nil
+	// disables both.
+	Signer Signer
+	// Now is the clock (tests inject one); nil is time.Now.
+	Now func() time.Time
 }
 
 // DefaultMaxManifestBytes is the manifest size limit when none is set.
@@ -37,14 +43,21 @@ const DefaultMaxManifestBytes = 4 << 20
 
 // Registry implements the distribution spec's operations.
 type Registry struct {
-	meta  MetadataStore
-	blobs BlobStore
-	opts  Options
-	cache *manifestCache
-	locks keyedMutex
-	log   *slog.Logger
-	now   func() time.Time
-	newID func() string
+	meta   MetadataStore
+	blobs  BlobStore
+	signer Signer
+	opts   Options
+	cache  *manifestCache
+	locks  keyedMutex
+	log    *slog.Logger
+	now    func() time.Time
+	newID  func() string
+
+	sigs    signatureCache
+	images  sync.Map // repo+digest -> imageEntry
+	imageN  atomic.Int64
+	batches sync.Map // batchKey -> batchEntry
+	batchN  atomic.Int64
 }
 
 // New returns a Registry over the given stores.
@@ -55,15 +68,19 @@ func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
 	if opts.ManifestCacheEntries <= 0 {
 		opts.ManifestCacheEntries = 10000
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Registry{
 		meta: meta, blobs: blobs, opts: opts, log: log,
-		cache: newManifestCache(opts.ManifestCacheEntries),
-		now:   time.Now,
-		newID: func() string { return uuid.NewString() },
+		cache:  newManifestCache(opts.ManifestCacheEntries),
+		now:    opts.Now,
+		signer: opts.Signer,
+		newID:  func() string { return uuid.NewString() },
 	}
 }
 
@@ -129,6 +146,7 @@ func (nopCloser) Close() error { return nil }
 func (r *Registry) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
 	err := r.meta.UnlinkBlob(ctx, repo, d)
 	if err == nil {
+		r.cache.invalidate(repo) // cached images may list the blob
 		return nil
 	}
 	if !errors.Is(err, ErrNotFound) {

@@ -116,6 +116,9 @@ type MetadataStore interface {
 	RepoBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error)
 	// Blob returns a blob known to the registry, in any repository.
 	Blob(ctx context.Context, d digest.Digest) (BlobInfo, error)
+	// ManifestBlobs returns the blobs a manifest references that the
+	// repository still serves, in no particular order.
+	ManifestBlobs(ctx context.Context, repo string, manifest digest.Digest) ([]BlobInfo, error)
 	// ReposWithBlob lists up to limit repositories that hold d.
 	ReposWithBlob(ctx context.Context, d digest.Digest, limit int) ([]string, error)
 	// CommitUpload records the blob produced by upload (or, when another

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -206,6 +207,25 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, c *call) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	if s.redirect {
+		info, err := s.reg.StatBlob(r.Context(), c.m.Name, d)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		signed, ok, err := s.reg.SignBlobURL(r.Context(), info, s.redirectExpiry)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if ok {
+			h.Set("Location", s.absolute(r, signed.URL))
+			h.Set("Docker-Content-Digest", d.String())
+			h.Set("Content-Length", "0")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
+	}
 	_, body, err := s.reg.OpenBlob(r.Context(), c.m.Name, d)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -217,8 +237,52 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, c *call) {
 	h.Set("ETag", `"`+d.String()+`"`)
 	// ServeContent answers Range with 206 (416 when unsatisfiable) and
 	// sends an *os.File with sendfile.
+	s.serveContent(w, r, body)
+}
+
+// serveContent is http.ServeContent, except that a Range it cannot satisfy
+// (or parse) gets an OCI RANGE_INVALID error body instead of plain text.
+func (s *Server) serveContent(w http.ResponseWriter, r *http.Request, body io.ReadSeeker) {
+	if r.Header.Get("Range") != "" {
+		w = &rangeErrorWriter{ResponseWriter: w, s: s, r: r}
+	}
 	http.ServeContent(w, r, "", zeroTime, body)
 }
+
+// rangeErrorWriter replaces the 416 response of http.ServeContent. It
+// forwards ReadFrom so that bodies still go out with sendfile.
+type rangeErrorWriter struct {
+	http.ResponseWriter
+	s      *Server
+	r      *http.Request
+	failed bool
+}
+
+func (w *rangeErrorWriter) WriteHeader(code int) {
+	if code != http.StatusRequestedRangeNotSatisfiable || w.failed {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.failed = true // ServeContent has set Content-Range: bytes */<size>
+	w.s.writeError(w.ResponseWriter, w.r, oci.Errorf(oci.CodeRangeInvalid,
+		"requested range %q is not satisfiable", truncate(w.r.Header.Get("Range"))))
+}
+
+func (w *rangeErrorWriter) Write(b []byte) (int, error) {
+	if w.failed {
+		return len(b), nil // ServeContent's plain-text message
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *rangeErrorWriter) ReadFrom(src io.Reader) (int64, error) {
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok && !w.failed {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(struct{ io.Writer }{w}, src)
+}
+
+func (w *rangeErrorWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) deleteBlob(w http.ResponseWriter, r *http.Request, c *call) {
 	d, err := oci.ParseDigest(c.m.Param)
@@ -389,9 +453,13 @@ func parseContentRange(v string) (start, end int64, ok bool) {
 	if !found {
 		return 0, 0, false
 	}
+	if strings.HasPrefix(a, "+") || strings.HasPrefix(b, "+") {
+		return 0, 0, false // ParseInt takes a sign; the grammar is digits only
+	}
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
-	if err1 != nil || err2 != nil || start < 0 || end < start {
+	// end-start == MaxInt64 would overflow the length, end-start+1.
+	if err1 != nil || err2 != nil || start < 0 || end < start || end-start == math.MaxInt64 {
 		return 0, 0, false
 	}
 	return start, end, true
@@ -470,6 +538,15 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, contentType s
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
+}
+
+// absolute makes a signer's URL absolute: object-store URLs already are;
+// the embedded signer's are relative to the registry.
+func (s *Server) absolute(r *http.Request, u string) string {
+	if strings.HasPrefix(u, "/") {
+		return s.url(r, u)
+	}
+	return u
 }
 
 // url makes an absolute URL for path: from the configured public URL, or

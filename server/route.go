@@ -20,6 +20,7 @@ const (
 	RouteUploadStart
 	RouteUpload
 	RouteReferrers
+	RouteDownload // the signed-download route, outside /v2/
 )
 
 var routeNames = [...]string{
@@ -33,6 +34,7 @@ var routeNames = [...]string{
 	RouteUploadStart:   "/v2/{name}/blobs/uploads/",
 	RouteUpload:        "/v2/{name}/blobs/uploads/{uuid}",
 	RouteReferrers:     "/v2/{name}/referrers/{digest}",
+	RouteDownload:      "/_wharf/blobs/{digest}",
 }
 
 func (r Route) String() string { return routeNames[r] }

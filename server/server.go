@@ -27,23 +27,48 @@ type Options struct {
 	// Logger receives access logs and errors; nil uses slog.Default().
 	Logger *slog.Logger
 	// PublicURL, when set ("https://registry.example.com"), is the base of
-	// every absolute URL the server hands out (upload locations); otherwise
-	// it is derived from the request.
+	// every absolute URL the server hands out (upload locations, signed
+	// URLs); otherwise it is derived from the request.
 	PublicURL string
+	// Downloads verifies URLs of the signed-download route; nil disables
+	// the route.
+	Downloads DownloadVerifier
+	// Redirect makes blob GETs answer 307 with a signed URL valid for
+	// RedirectExpiry, when the registry has a signer.
+	Redirect       bool
+	RedirectExpiry time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
 }
+
+// DefaultRedirectExpiry is how long a redirect's signed URL lives.
+const DefaultRedirectExpiry = 20 * time.Minute
 
 // Server serves the OCI Distribution API.
 type Server struct {
-	reg       *registry.Registry
-	auth      auth.Authorizer
-	log       *slog.Logger
-	publicURL string
-	mux       *http.ServeMux
+	reg            *registry.Registry
+	auth           auth.Authorizer
+	log            *slog.Logger
+	publicURL      string
+	mux            *http.ServeMux
+	downloads      DownloadVerifier
+	redirect       bool
+	redirectExpiry time.Duration
+	now            func() time.Time
 }
 
 // New returns a Server.
 func New(o Options) *Server {
-	s := &Server{reg: o.Registry, auth: o.Auth, log: o.Logger, publicURL: strings.TrimRight(o.PublicURL, "/")}
+	s := &Server{
+		reg: o.Registry, auth: o.Auth, log: o.Logger, publicURL: strings.TrimRight(o.PublicURL, "/"),
+		downloads: o.Downloads, redirect: o.Redirect, redirectExpiry: o.RedirectExpiry, now: o.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.redirectExpiry <= 0 {
+		s.redirectExpiry = DefaultRedirectExpiry
+	}
 	if s.auth == nil {
 		s.auth = auth.AllowAll{}
 	}
@@ -53,6 +78,9 @@ func New(o Options) *Server {
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v2/", s.serveV2)
 	s.mux.HandleFunc("/v2", s.serveV2)
+	if s.downloads != nil {
+		s.mux.HandleFunc(DownloadPrefix, s.download)
+	}
 	return s
 }
 
@@ -92,6 +120,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		)
 	}()
 	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
+		// Not through the mux: it redirects "a//b" and "a/../b" to a
+		// cleaned path, and a client following a PUT there would write to
+		// a repository it did not name. ValidateName refuses such names.
+		s.serveV2(rw, r)
+		return
+	}
 	s.mux.ServeHTTP(rw, r)
 }
 
@@ -168,6 +203,10 @@ func (s *Server) dispatch(m Match, method string) (handlerFunc, auth.Scope) {
 	case RouteTags:
 		if get {
 			return s.tags, pull
+		}
+	case RouteManifestBlobs:
+		if get {
+			return s.blobURLs, pull
 		}
 	case RouteManifest:
 		switch {

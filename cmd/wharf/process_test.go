@@ -257,7 +257,8 @@ func TestKilledUploadLeavesNothingVisible(t *testing.T) {
 // TestGracefulShutdown sends SIGTERM while a request is in flight: the
 // request completes and the process exits cleanly.
 func TestGracefulShutdown(t *testing.T) {
-	p := startWharf(t, t.TempDir())
+	dir := t.TempDir()
+	p := startWharf(t, dir)
 	blob := bytes.Repeat([]byte("x"), 1<<20)
 	dgst := fmt.Sprintf("sha256:%x", sha256.Sum256(blob))
 
@@ -281,17 +282,17 @@ func TestGracefulShutdown(t *testing.T) {
 	if _, err := pw.Write(blob[:len(blob)/2]); err != nil {
 		t.Fatal(err)
 	}
+	// The kernel accepts bytes before the server accepts the connection;
+	// wait until the handler has opened its upload session.
+	waitFor(t, "the upload to start", func() bool {
+		entries, _ := os.ReadDir(filepath.Join(dir, "blobs", "uploads"))
+		return len(entries) > 0
+	})
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the server has begun shutting down, then finish the body.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(p.log(), "shutting down") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no shutdown log line\n%s", p.log())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the shutdown log line", func() bool { return strings.Contains(p.log(), "shutting down") })
 	if _, err := pw.Write(blob[len(blob)/2:]); err != nil {
 		t.Fatal(err)
 	}
@@ -307,5 +308,17 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("wharf did not exit after SIGTERM")
+	}
+}
+
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/server"
+	"github.com/wharf-registry/wharf/signer"
 )
 
 func newServeCmd() *cobra.Command {
@@ -101,8 +102,24 @@ func serve(ctx context.Context, cfg config.Config) error {
 	}
 	defer meta.Close()
 
-	reg := registry.New(meta, blobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log})
-	srv := server.New(server.Options{Registry: reg, Logger: log, PublicURL: cfg.PublicURL})
+	keysFile := cfg.Signing.KeysFile
+	if keysFile == "" {
+		keysFile = filepath.Join(cfg.DataDir, "signing-keys.json")
+	}
+	active, keys, err := signer.LoadOrCreateKeys(keysFile)
+	if err != nil {
+		return err
+	}
+	sign, err := signer.NewLocal(active, keys...)
+	if err != nil {
+		return err
+	}
+
+	reg := registry.New(meta, blobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: sign})
+	srv := server.New(server.Options{
+		Registry: reg, Logger: log, PublicURL: cfg.PublicURL,
+		Downloads: sign, Redirect: cfg.Redirect.Enabled, RedirectExpiry: cfg.Redirect.Expiry,
+	})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -117,7 +134,7 @@ func serve(ctx context.Context, cfg config.Config) error {
 	go expireUploads(ctx, reg, cfg.Limits.UploadMaxAge, log)
 
 	log.Info("wharf serving", "version", version, "addr", ln.Addr().String(),
-		"metadata", dbPath, "blobs", blobRoot)
+		"metadata", dbPath, "blobs", blobRoot, "signing_key", active.ID, "redirect", cfg.Redirect.Enabled)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

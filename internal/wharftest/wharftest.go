@@ -17,6 +17,7 @@ import (
 	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/server"
+	"github.com/wharf-registry/wharf/signer"
 )
 
 // Registry is a running test registry.
@@ -36,6 +37,10 @@ type Options struct {
 	Registry registry.Options
 	// Dir reuses a data directory (to test restarts); empty makes a new one.
 	Dir string
+	// Redirect turns on 307 redirects of blob GETs.
+	Redirect bool
+	// Keys replaces the generated signing key: the first signs, all verify.
+	Keys []signer.Key
 }
 
 // Start runs a registry until the test ends.
@@ -61,10 +66,24 @@ func Start(t testing.TB, opts ...Options) *Registry {
 	if os.Getenv("WHARF_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	keys := o.Keys
+	if len(keys) == 0 {
+		_, keys, err = signer.LoadOrCreateKeys(filepath.Join(dir, "signing-keys.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	sign, err := signer.NewLocal(keys[0], keys[1:]...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ro := o.Registry
 	ro.Logger = log
+	if ro.Signer == nil {
+		ro.Signer = sign
+	}
 	reg := registry.New(meta, blobs, ro)
-	srv := server.New(server.Options{Registry: reg, Logger: log})
+	srv := server.New(server.Options{Registry: reg, Logger: log, Downloads: sign, Redirect: o.Redirect, Now: ro.Now})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		hs.Close()

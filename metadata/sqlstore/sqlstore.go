@@ -109,6 +109,31 @@ func (s *Store) Blob(ctx context.Context, d digest.Digest) (registry.BlobInfo, e
 	return info, notFound(err)
 }
 
+// ManifestBlobs implements registry.MetadataStore.
+func (s *Store) ManifestBlobs(ctx context.Context, repo string, manifest digest.Digest) ([]registry.BlobInfo, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT b.digest, b.size, b.storage_key FROM manifest_blobs mb
+		JOIN repository_blobs rb ON rb.repo = mb.repo AND rb.digest = mb.blob_digest
+		JOIN blobs b ON b.digest = mb.blob_digest
+		WHERE mb.repo = ? AND mb.manifest_digest = ?`), repo, string(manifest))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []registry.BlobInfo
+	for rows.Next() {
+		var (
+			b registry.BlobInfo
+			d string
+		)
+		if err := rows.Scan(&d, &b.Size, &b.Key); err != nil {
+			return nil, err
+		}
+		b.Digest = digest.Digest(d)
+		out = append(out, b)
+	}
+	return out, rows.Err()
+}
+
 // ReposWithBlob implements registry.MetadataStore.
 func (s *Store) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) ([]string, error) {
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT repo FROM repository_blobs WHERE digest = ? ORDER BY repo LIMIT ?`), string(d), limit)

@@ -1,0 +1,383 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/oci"
+)
+
+// Signer turns a blob and an expiry into a URL that downloads the blob
+// with no other credential.
+type Signer interface {
+	// SignBlob signs a URL valid until expires. The returned Expires is the
+	// URL's true expiry; it may be earlier than asked (a signer whose
+	// credentials expire sooner caps it), never later. A URL without a
+	// scheme and host is relative to the registry's public URL.
+	SignBlob(ctx context.Context, blob BlobInfo, expires time.Time) (SignedURL, error)
+}
+
+// SignedURL is a download URL and the moment it stops working.
+type SignedURL struct {
+	URL     string
+	Expires time.Time
+}
+
+// Expiry limits of the batch endpoint (batch-blob-urls-proposal.txt).
+const (
+	MinExpiry     = 60 * time.Second
+	MaxExpiry     = 604800 * time.Second
+	DefaultExpiry = 3600 * time.Second
+)
+
+// ErrSigning wraps a signer failure: the batch endpoint answers 500.
+var ErrSigning = errors.New("signing failed")
+
+// expiryBucket is how finely expiry times are rounded so that signatures
+// can be shared: a tenth of the requested lifetime, between 1 s and 5 min.
+func expiryBucket(d time.Duration) time.Duration {
+	return min(max(d/10, time.Second), 5*time.Minute)
+}
+
+// expiryFor returns the expiry to sign for a URL that must live at least
+// d from now: now+d rounded up to the bucket, so every caller within one
+// bucket gets the same time and the same cached signatures.
+func expiryFor(now time.Time, d time.Duration) time.Time {
+	b := expiryBucket(d)
+	t := now.Add(d)
+	r := t.Truncate(b)
+	if r.Before(t) {
+		r = r.Add(b)
+	}
+	return r
+}
+
+// signatureCache shares signatures per (digest, expiry): a thousand clients
+// pulling one image in one bucket cost one signature per blob.
+type signatureCache struct {
+	m       sync.Map // sigKey -> SignedURL
+	n       atomic.Int64
+	hits    atomic.Uint64
+	misses  atomic.Uint64
+	sweepMu sync.Mutex
+}
+
+type sigKey struct {
+	d   digest.Digest
+	exp int64
+}
+
+const signatureCacheSweepAt = 50000
+
+func (c *signatureCache) sign(ctx context.Context, s Signer, b BlobInfo, exp time.Time, now time.Time) (SignedURL, error) {
+	k := sigKey{b.Digest, exp.Unix()}
+	if v, ok := c.m.Load(k); ok {
+		u := v.(SignedURL)
+		if u.Expires.After(now) {
+			c.hits.Add(1)
+			return u, nil
+		}
+	}
+	c.misses.Add(1)
+	u, err := s.SignBlob(ctx, b, exp)
+	if err != nil {
+		return SignedURL{}, fmt.Errorf("%w: blob %s: %v", ErrSigning, b.Digest, err)
+	}
+	if _, loaded := c.m.LoadOrStore(k, u); !loaded && c.n.Add(1) > signatureCacheSweepAt {
+		c.sweep(now)
+	}
+	return u, nil
+}
+
+// sweep drops expired signatures; when everything is live it drops all,
+// which keeps memory bounded at the cost of re-signing.
+func (c *signatureCache) sweep(now time.Time) {
+	if !c.sweepMu.TryLock() {
+		return
+	}
+	defer c.sweepMu.Unlock()
+	var kept int64
+	c.m.Range(func(k, v any) bool {
+		if v.(SignedURL).Expires.After(now) {
+			kept++
+		} else {
+			c.m.Delete(k)
+		}
+		return true
+	})
+	if kept > signatureCacheSweepAt/2 {
+		c.m.Clear()
+		kept = 0
+	}
+	c.n.Store(kept)
+}
+
+// SignatureCacheStats reports signature cache hits and misses.
+func (r *Registry) SignatureCacheStats() (hits, misses uint64) {
+	return r.sigs.hits.Load(), r.sigs.misses.Load()
+}
+
+// SignBlobURL returns a signed URL for a blob the repository may serve
+// (the 307 redirect of a blob GET). It reports false when no signer is
+// configured or the blob has no stored object (a manifest read as a blob).
+func (r *Registry) SignBlobURL(ctx context.Context, info BlobInfo, lifetime time.Duration) (SignedURL, bool, error) {
+	if r.signer == nil || info.Key == "" {
+		return SignedURL{}, false, nil
+	}
+	now := r.now()
+	u, err := r.sigs.sign(ctx, r.signer, info, expiryFor(now, lifetime), now)
+	if err != nil {
+		return SignedURL{}, false, err
+	}
+	return u, true, nil
+}
+
+// ---- the batch endpoint ----
+
+// BlobURLs is the batch endpoint's answer (batch-blob-urls-proposal.txt).
+type BlobURLs struct {
+	ManifestDigest digest.Digest `json:"manifestDigest"`
+	ExpiresAt      time.Time     `json:"expiresAt"`
+	TotalSize      int64         `json:"totalSize"`
+	Blobs          []BlobURL     `json:"blobs"`
+
+	once sync.Once
+	body []byte
+	etag string
+}
+
+// BlobURL is one blob of a BlobURLs answer.
+type BlobURL struct {
+	Digest      digest.Digest `json:"digest"`
+	Size        int64         `json:"size"`
+	MediaType   string        `json:"mediaType"`
+	Kind        string        `json:"kind"`
+	DownloadURL string        `json:"downloadUrl"`
+}
+
+// JSON returns the encoded answer and its ETag, computed once: answers
+// are cached and shared, so repeated calls cost no encoding.
+func (b *BlobURLs) JSON() (body []byte, etag string) {
+	b.once.Do(func() {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // keep '&' in URLs readable
+		_ = enc.Encode(b)
+		b.body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		sum := sha256.Sum256(b.body)
+		b.etag = `"` + hex.EncodeToString(sum[:16]) + `"`
+	})
+	return b.body, b.etag
+}
+
+// IndexError is the 415 answer when a reference names an index: it lists
+// the children so the caller can choose a platform.
+type IndexError struct {
+	MediaType string           `json:"mediaType"`
+	Manifests []oci.Descriptor `json:"manifests"`
+}
+
+func (e *IndexError) Error() string { return "the reference is an index; choose a platform" }
+
+// ErrNotFoundBatch is the batch endpoint's single 404: the same for an
+// unknown repository and an unknown reference, so the answer leaks nothing.
+var ErrNotFoundBatch = oci.Errorf(oci.CodeManifestUnknown, "manifest unknown")
+
+// resolvedImage is a manifest's blobs, looked up once and cached.
+type resolvedImage struct {
+	digest digest.Digest
+	blobs  []resolvedBlob
+	total  int64
+}
+
+type resolvedBlob struct {
+	info      BlobInfo
+	mediaType string
+	kind      string
+}
+
+// BlobURLs resolves repo:ref to one image manifest and signs a URL for
+// each of its blobs, config first, then layers in manifest order. platform,
+// if set, picks a child of an index ("os/arch[/variant]"). base is the
+// registry's public URL, which relative signed URLs are resolved against.
+func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference, lifetime time.Duration, platform, base string) (*BlobURLs, error) {
+	if r.signer == nil {
+		return nil, fmt.Errorf("%w: no signer configured", ErrSigning)
+	}
+	// Read before any lookup: a write after this point invalidates what
+	// we are about to cache.
+	gen := r.cache.generation(repo)
+	rec, err := r.Manifest(ctx, repo, ref)
+	if err != nil {
+		if errors.Is(err, oci.ErrManifestUnknown) {
+			return nil, ErrNotFoundBatch
+		}
+		return nil, err
+	}
+	if rec.MediaType == oci.MediaTypeOCIIndex || rec.MediaType == oci.MediaTypeDockerManifestList {
+		rec, err = r.pickPlatform(ctx, repo, rec, platform)
+		if err != nil {
+			return nil, err
+		}
+	}
+	img, err := r.resolveImage(ctx, repo, rec)
+	if err != nil {
+		return nil, err
+	}
+	now := r.now()
+	exp := expiryFor(now, lifetime)
+	key := batchKey{repo: repo, digest: img.digest, exp: exp.Unix(), base: base}
+	if v, ok := r.batches.Load(key); ok && v.(batchEntry).gen == gen {
+		return v.(batchEntry).urls, nil
+	}
+	out := &BlobURLs{ManifestDigest: img.digest, ExpiresAt: exp.UTC(), TotalSize: img.total, Blobs: make([]BlobURL, len(img.blobs))}
+	for i, b := range img.blobs {
+		u, err := r.sigs.sign(ctx, r.signer, b.info, exp, now)
+		if err != nil {
+			return nil, err
+		}
+		if u.Expires.Before(out.ExpiresAt) {
+			out.ExpiresAt = u.Expires.UTC()
+		}
+		if strings.HasPrefix(u.URL, "/") {
+			u.URL = base + u.URL
+		}
+		out.Blobs[i] = BlobURL{Digest: b.info.Digest, Size: b.info.Size, MediaType: b.mediaType, Kind: b.kind, DownloadURL: u.URL}
+	}
+	r.storeBatch(key, batchEntry{gen: gen, urls: out}, now)
+	return out, nil
+}
+
+type batchKey struct {
+	base   string
+	repo   string
+	digest digest.Digest
+	exp    int64
+}
+
+type batchEntry struct {
+	gen  uint64
+	urls *BlobURLs
+}
+
+// storeBatch caches an answer; expired answers are swept when the cache
+// grows, so it holds at most a few answers per image.
+func (r *Registry) storeBatch(k batchKey, e batchEntry, now time.Time) {
+	if _, loaded := r.batches.LoadOrStore(k, e); loaded {
+		r.batches.Store(k, e)
+		return
+	}
+	if r.batchN.Add(1) < int64(r.opts.ManifestCacheEntries) {
+		return
+	}
+	var kept int64
+	r.batches.Range(func(key, _ any) bool {
+		if key.(batchKey).exp <= now.Unix() {
+			r.batches.Delete(key)
+		} else {
+			kept++
+		}
+		return true
+	})
+	if kept >= int64(r.opts.ManifestCacheEntries) {
+		r.batches.Clear()
+		kept = 0
+	}
+	r.batchN.Store(kept)
+}
+
+func (r *Registry) pickPlatform(ctx context.Context, repo string, index ManifestRecord, platform string) (ManifestRecord, error) {
+	m, err := oci.ParseManifest(index.MediaType, index.Payload, index.Digest.Algorithm())
+	if err != nil {
+		return ManifestRecord{}, internal("parse stored index", err)
+	}
+	if platform == "" {
+		return ManifestRecord{}, &IndexError{MediaType: index.MediaType, Manifests: m.Manifests}
+	}
+	want, err := oci.ParsePlatform(platform)
+	if err != nil {
+		return ManifestRecord{}, err
+	}
+	for _, c := range m.Manifests {
+		if c.Platform != nil && oci.PlatformMatches(*c.Platform, want) {
+			return r.Manifest(ctx, repo, oci.Reference{Digest: c.Digest})
+		}
+	}
+	return ManifestRecord{}, ErrNotFoundBatch
+}
+
+func (r *Registry) resolveImage(ctx context.Context, repo string, rec ManifestRecord) (*resolvedImage, error) {
+	key := repo + "\x00" + rec.Digest.String()
+	gen := r.cache.generation(repo)
+	if v, ok := r.images.Load(key); ok && v.(imageEntry).gen == gen {
+		return v.(imageEntry).img, nil
+	}
+	m, err := oci.ParseManifest(rec.MediaType, rec.Payload, rec.Digest.Algorithm())
+	if err != nil {
+		return nil, internal("parse stored manifest", err)
+	}
+	infos, err := r.meta.ManifestBlobs(ctx, repo, rec.Digest)
+	if err != nil {
+		return nil, internal("manifest blobs", err)
+	}
+	byDigest := make(map[digest.Digest]BlobInfo, len(infos))
+	for _, i := range infos {
+		byDigest[i.Digest] = i
+	}
+	img := &resolvedImage{digest: rec.Digest}
+	for i, d := range m.Blobs() {
+		info, ok := byDigest[d.Digest]
+		if !ok {
+			return nil, oci.Errorf(oci.CodeBlobUnknown, "blob %s of manifest %s is no longer in the repository", d.Digest, rec.Digest).WithStatus(404)
+		}
+		kind := "layer"
+		if i == 0 {
+			kind = "config"
+		}
+		img.blobs = append(img.blobs, resolvedBlob{info: info, mediaType: d.MediaType, kind: kind})
+		img.total += info.Size
+	}
+	if n := r.imageN.Add(1); n > int64(r.opts.ManifestCacheEntries) {
+		r.images.Clear()
+		r.imageN.Store(0)
+	}
+	r.images.Store(key, imageEntry{gen: gen, img: img})
+	return img, nil
+}
+
+type imageEntry struct {
+	gen uint64
+	img *resolvedImage
+}
+
+// OpenStoredBlob opens a blob by digest alone, whatever repository holds
+// it: the signed-download route, whose signature was issued to a caller
+// authorized for one of them.
+func (r *Registry) OpenStoredBlob(ctx context.Context, d digest.Digest) (BlobInfo, ReadSeekCloser, error) {
+	info, err := r.meta.Blob(ctx, d)
+	if errors.Is(err, ErrNotFound) {
+		return info, nil, oci.ErrBlobUnknown.WithDetail(map[string]string{"digest": d.String()})
+	}
+	if err != nil {
+		return info, nil, internal("stat blob", err)
+	}
+	f, err := r.blobs.Open(ctx, info.Key)
+	if errors.Is(err, ErrNotFound) {
+		return info, nil, oci.ErrBlobUnknown.WithDetail(map[string]string{"digest": d.String()})
+	}
+	if err != nil {
+		return info, nil, internal("open blob", err)
+	}
+	return info, f, nil
+}

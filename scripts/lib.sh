@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/test.sh and scripts/conformance.sh.
+# Source it; do not execute it. Works with bash 5 (Debian bookworm).
+
+# Variables here are used by the scripts that source this file.
+# shellcheck disable=SC2034
+
+# ---- pinned versions (change here, caches are keyed by them) -------------
+# staticcheck: newest release on the Go module proxy that supports Go 1.26
+# (`go list -m -versions honnef.co/go/tools`).
+STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
+# OCI distribution-spec conformance suite (the rewritten, non-Ginkgo suite).
+# The module has no tags; this pseudo-version is what the proxy serves.
+CONFORMANCE_MODULE="github.com/opencontainers/distribution-spec/conformance"
+CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
+
+# ---- locations ------------------------------------------------------------
+# Everything installed or built by the scripts lives here, outside the repo,
+# keyed by version, so a second run is quick.
+WHARF_CACHE="${WHARF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci}"
+WHARF_ARTIFACTS="${WHARF_ARTIFACTS:-/tmp/wharf-artifacts}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# ---- output ---------------------------------------------------------------
+if [[ -t 1 ]]; then
+	_c_bold=$'\e[1m' _c_red=$'\e[31m' _c_green=$'\e[32m' _c_yellow=$'\e[33m' _c_off=$'\e[0m'
+else
+	_c_bold='' _c_red='' _c_green='' _c_yellow='' _c_off=''
+fi
+log()  { printf '%s==>%s %s\n' "$_c_bold" "$_c_off" "$*"; }
+info() { printf '    %s\n' "$*"; }
+warn() { printf '%sWARNING:%s %s\n' "$_c_yellow" "$_c_off" "$*" >&2; }
+err()  { printf '%sERROR:%s %s\n' "$_c_red" "$_c_off" "$*" >&2; }
+die()  { err "$*"; exit 1; }
+ok_word()   { printf '%sPASS%s' "$_c_green" "$_c_off"; }
+fail_word() { printf '%sFAIL%s' "$_c_red" "$_c_off"; }
+
+# ---- prerequisites --------------------------------------------------------
+apt_updated=0
+# apt_install PKG... : install Debian packages when we are root and apt exists.
+apt_install() {
+	if ! command -v apt-get >/dev/null 2>&1; then
+		return 1
+	fi
+	local sudo=()
+	if [[ $(id -u) -ne 0 ]]; then
+		if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+			sudo=(sudo -n)
+		else
+			return 1
+		fi
+	fi
+	if [[ $apt_updated -eq 0 ]]; then
+		timeout --foreground 300 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || return 1
+		apt_updated=1
+	fi
+	timeout --foreground 600 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends "$@" </dev/null
+}
+
+# need_cmd CMD [DEBIAN_PACKAGE] : make sure CMD exists, installing it if we can.
+need_cmd() {
+	local cmd=$1 pkg=${2:-$1}
+	command -v "$cmd" >/dev/null 2>&1 && return 0
+	warn "$cmd not found; trying to install Debian package $pkg"
+	apt_install "$pkg" >/dev/null || true
+	command -v "$cmd" >/dev/null 2>&1 || die "$cmd is required (Debian package: $pkg)"
+}
+
+require_go() {
+	command -v go >/dev/null 2>&1 || die "go is not on PATH (Go 1.26 or newer is required)"
+	local v
+	v=$(go env GOVERSION)
+	v=${v#go}
+	local major=${v%%.*} rest=${v#*.}
+	local minor=${rest%%.*}
+	minor=${minor%%[!0-9]*}
+	if [[ ${major:-0} -lt 1 ]] || { [[ $major -eq 1 ]] && [[ ${minor:-0} -lt 26 ]]; }; then
+		die "Go 1.26 or newer is required, found go$v"
+	fi
+}
+
+# ---- HTTP probing without depending on curl ------------------------------
+# http_status HOST PORT PATH : prints the HTTP status code of a GET, or 000.
+http_status() {
+	local host=$1 port=$2 path=$3
+	if command -v curl >/dev/null 2>&1; then
+		local code
+		code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://$host:$port$path" 2>/dev/null) || true
+		printf '%s' "${code:-000}"
+		return 0
+	fi
+	(
+		local proto code rest
+		exec 3<>"/dev/tcp/$host/$port" || exit 1
+		printf 'GET %s HTTP/1.0\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$path" "$host" "$port" >&3
+		read -r -t 5 proto code rest <&3 || exit 1
+		printf '%s' "${code:-000}"
+	) 2>/dev/null || printf '000'
+}
+
+# port_in_use HOST PORT : true when something accepts connections there.
+port_in_use() {
+	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# free_port : prints a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+	local p _
+	for _ in $(seq 1 50); do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		if ! port_in_use 127.0.0.1 "$p"; then
+			printf '%s' "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# atomic_install SRC DEST : move a freshly built file into the cache atomically.
+atomic_install() {
+	local src=$1 dest=$2
+	mkdir -p "$(dirname "$dest")"
+	cp -f "$src" "$dest.tmp.$$"
+	chmod +x "$dest.tmp.$$"
+	mv -f "$dest.tmp.$$" "$dest"
+}

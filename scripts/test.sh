@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Run all of wharf's checks and tests: the one command to run before pushing,
+# and what CI runs (.ci/run).
+#
+#   scripts/test.sh
+#
+# Steps: setup (tools, cached outside the repo) -> go build -> gofmt -l -> go vet
+# -> staticcheck -> go test -race -> OCI conformance suite (scripts/conformance.sh).
+# Every step runs even when an earlier one failed (conformance needs the build);
+# the exit status is non-zero when any step failed.
+#
+# Needs: Go 1.26+, gcc (for -race), network access to the Go module proxy
+# (and Debian apt, used only when a tool is missing).
+#
+# Environment:
+#   CI                      when set, WHARF_REQUIRE_SERVERS=1 is exported: tests that
+#                           would skip for lack of a server (PostgreSQL, S3, ...) fail
+#   WHARF_CACHE             tool/binary cache (default ~/.cache/wharf-ci)
+#   WHARF_ARTIFACTS         logs and reports (default /tmp/wharf-artifacts)
+#   WHARF_SKIP_CONFORMANCE=1  skip the conformance step (ignored when CI is set)
+#   WHARF_TEST_BUDGET       seconds for the whole run (default 5100: CI stops at 90 min);
+#                           each step is cut off when the budget runs out, so the
+#                           summary is always printed
+#   GO_TEST_TIMEOUT         go test -timeout (default 30m)
+#   GO_TEST_FLAGS           extra flags for go test (word-split), e.g. "-run TestFoo"
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+if [[ -n ${CI:-} ]]; then
+	export WHARF_REQUIRE_SERVERS=1
+fi
+mkdir -p "$WHARF_ARTIFACTS"
+LOGS="$WHARF_ARTIFACTS/logs"
+mkdir -p "$LOGS"
+
+# Each step runs as its own `bash scripts/test.sh --step NAME` process, so `set -e`
+# holds inside it, and a failing step cannot stop the ones after it.
+step_names=()
+step_results=()
+step_times=()
+# run_step NAME FUNC : run a step, record its result and duration; never exits.
+BUDGET=${WHARF_TEST_BUDGET:-5100}
+step_pid=''
+stop_step() {
+	if [[ -n $step_pid ]]; then
+		kill -TERM -- "-$step_pid" 2>/dev/null || kill -TERM "$step_pid" 2>/dev/null || true
+		wait "$step_pid" 2>/dev/null || true
+	fi
+}
+run_step() {
+	local name=$1 fn=$2 start=$SECONDS rc=0 left
+	left=$((BUDGET - SECONDS))
+	if [[ $left -le 10 ]]; then
+		not_run "$name" fail "time budget of ${BUDGET}s used up"
+		err "step '$name' not run: time budget used up"
+		return 0
+	fi
+	printf '\n%s======== %s ========%s\n' "$_c_bold" "$name" "$_c_off"
+	# This timeout runs the step in its own process group and, when the budget runs
+	# out, stops the whole group; on Ctrl-C / TERM the trap below does the same.
+	# Timeouts inside the steps use --foreground so they stay in that group.
+	timeout --kill-after=30 "$left" bash "$REPO_ROOT/scripts/test.sh" --step "$fn" </dev/null &
+	step_pid=$!
+	wait "$step_pid" || rc=$?
+	step_pid=''
+	if [[ $rc -eq 124 || $rc -eq 137 ]] && ((SECONDS - start >= left - 1)); then
+		err "step '$name' was stopped: time budget of ${BUDGET}s used up"
+	fi
+	step_names+=("$name")
+	step_times+=("$((SECONDS - start))s")
+	if [[ $rc -eq 0 ]]; then
+		step_results+=(PASS)
+	else
+		step_results+=("FAIL|exit status $rc")
+		err "step '$name' failed (exit status $rc)"
+	fi
+}
+# not_run NAME FAILED? REASON
+not_run() {
+	step_names+=("$1")
+	if [[ $2 == fail ]]; then step_results+=("FAIL|not run: $3"); else step_results+=("SKIP|not run: $3"); fi
+	step_times+=("-")
+}
+
+gover=$(go env GOVERSION 2>/dev/null || echo unknown)
+# keyed by staticcheck version and by the Go that built it: staticcheck cannot
+# analyse code for a newer Go than the one it was built with.
+STATICCHECK_BIN="$WHARF_CACHE/bin/staticcheck-$STATICCHECK_VERSION-$gover"
+
+# ---- steps --------------------------------------------------------------------
+step_setup() {
+	need_cmd timeout coreutils
+	require_go
+	info "$(go version)"
+	# go test -race needs cgo and a C compiler.
+	need_cmd gcc gcc
+	info "cache: $WHARF_CACHE"
+	install_staticcheck
+	# fetch and build the conformance suite now, so a failure shows up as a setup problem
+	timeout --foreground 900 bash "$REPO_ROOT/scripts/conformance.sh" --build-only
+}
+
+install_staticcheck() {
+	if [[ -x $STATICCHECK_BIN ]]; then
+		info "staticcheck: cached $STATICCHECK_BIN"
+		return 0
+	fi
+	log "installing staticcheck $STATICCHECK_VERSION"
+	local tmp
+	tmp=$(mktemp -d)
+	if ! (cd "$tmp" && GOBIN="$tmp/bin" GOFLAGS='' GOWORK=off timeout --foreground 900 \
+		go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"); then
+		rm -rf "$tmp"
+		err "go install honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION failed"
+		return 1
+	fi
+	atomic_install "$tmp/bin/staticcheck" "$STATICCHECK_BIN"
+	rm -rf "$tmp"
+	info "staticcheck: installed $STATICCHECK_BIN"
+}
+
+step_build() {
+	timeout --foreground 900 go build ./...
+}
+
+step_gofmt() {
+	local files=() out
+	while IFS= read -r -d '' f; do
+		files+=("$f")
+	done < <(find . \( -path ./.git -o -path ./vendor -o -name testdata -o -name node_modules \) -prune \
+		-o -type f -name '*.go' -print0)
+	if [[ ${#files[@]} -eq 0 ]]; then
+		info "no Go files"
+		return 0
+	fi
+	out=$(gofmt -l "${files[@]}")
+	if [[ -n $out ]]; then
+		err "these files are not gofmt-formatted (run: gofmt -w <file>):"
+		# shellcheck disable=SC2001
+		sed 's/^/    /' <<<"$out" >&2
+		return 1
+	fi
+	info "${#files[@]} Go files formatted"
+}
+
+step_vet() {
+	timeout --foreground 900 go vet ./...
+}
+
+step_staticcheck() {
+	[[ -x $STATICCHECK_BIN ]] || install_staticcheck
+	local out rc=0
+	out=$(timeout --foreground 1200 "$STATICCHECK_BIN" ./... 2>&1) || rc=$?
+	[[ -z $out ]] || printf '%s\n' "$out"
+	# staticcheck exits 0 when package loading finds nothing (e.g. go.mod needs tidying)
+	if [[ $rc -eq 0 && $out == *'matched no packages'* ]] &&
+		[[ -n $(find . -path ./.git -prune -o -name '*.go' -print -quit) ]]; then
+		err "staticcheck checked no packages"
+		return 1
+	fi
+	return "$rc"
+}
+
+GO_TEST_LOG="$LOGS/go-test.log"
+step_gotest() {
+	local rc=0 extra=() statuses
+	read -r -a extra <<<"${GO_TEST_FLAGS:-}"
+	info "WHARF_REQUIRE_SERVERS=${WHARF_REQUIRE_SERVERS:-<unset>}; full log: $GO_TEST_LOG"
+	# -v so every test is counted; the live output hides the RUN/PASS/SKIP bookkeeping lines.
+	set +e
+	CGO_ENABLED=1 timeout --foreground --kill-after=60 2100 \
+		go test -race -count=1 -v -timeout "${GO_TEST_TIMEOUT:-30m}" "${extra[@]}" ./... 2>&1 |
+		tee "$GO_TEST_LOG" |
+		grep --line-buffered -v -E '^[[:space:]]*(=== (RUN|PAUSE|CONT|NAME)|--- (PASS|SKIP):)|^PASS$'
+	statuses=("${PIPESTATUS[@]}")
+	set -e
+	rc=${statuses[0]} # go test's status; grep's is 1 when it printed nothing
+	if [[ $rc -eq 124 || $rc -eq 137 ]]; then
+		err "go test timed out"
+	fi
+	if grep -qE '^[[:space:]]*--- SKIP:' "$GO_TEST_LOG"; then
+		echo "skipped tests (with the reason line that follows):"
+		grep -E -A1 '^[[:space:]]*--- SKIP:' "$GO_TEST_LOG" | grep -v '^--$' | awk 'NR<=40' | sed 's/^/    /' || true
+	fi
+	return "$rc"
+}
+
+CONFORMANCE_LOG="$LOGS/conformance.log"
+step_conformance() {
+	timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_LOG"
+}
+
+if [[ ${1:-} == --step ]]; then
+	"${2:?--step needs a name}"
+	exit $?
+fi
+
+if [[ ${1:-} != --step ]]; then
+	trap 'stop_step; exit 130' INT
+	trap 'stop_step; exit 143' TERM
+fi
+
+# ---- run ------------------------------------------------------------------------
+SECONDS=0
+started=0
+rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG"
+run_step setup step_setup
+run_step build step_build
+build_ok=0
+[[ ${step_results[-1]} == PASS ]] && build_ok=1
+run_step gofmt step_gofmt
+run_step "go vet" step_vet
+run_step staticcheck step_staticcheck
+run_step "go test -race" step_gotest
+if [[ ${WHARF_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
+	not_run conformance skip "WHARF_SKIP_CONFORMANCE=1"
+elif [[ $build_ok -ne 1 ]]; then
+	not_run conformance fail "the build failed"
+else
+	run_step conformance step_conformance
+fi
+
+# ---- counts -----------------------------------------------------------------------
+count() { local n; n=$(grep -cE "$1" "$2" 2>/dev/null) || true; printf '%s' "${n:-0}"; }
+GO_TESTS_PASSED=$(count '^[[:space:]]*--- PASS:' "$GO_TEST_LOG")
+GO_TESTS_FAILED=$(count '^[[:space:]]*--- FAIL:' "$GO_TEST_LOG")
+GO_TESTS_SKIPPED=$(count '^[[:space:]]*--- SKIP:' "$GO_TEST_LOG")
+GO_PKGS_OK=$(count '^ok[[:space:]]' "$GO_TEST_LOG")
+GO_PKGS_FAILED=$(count '^FAIL[[:space:]]' "$GO_TEST_LOG")
+CONF_PASSED=0 CONF_FAILED=0 CONF_SKIPPED=0
+if [[ -f $CONFORMANCE_LOG ]]; then
+	line=$(grep -E '^conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$CONFORMANCE_LOG" | tail -n 1) || true
+	if [[ -n $line ]]; then
+		read -r CONF_PASSED CONF_FAILED CONF_SKIPPED < <(sed -E 's/^conformance: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/' <<<"$line")
+	fi
+fi
+
+# ---- summary ------------------------------------------------------------------
+failed=0
+printf '\n%s======== summary (%ss) ========%s\n' "$_c_bold" "$((SECONDS - started))" "$_c_off"
+for i in "${!step_names[@]}"; do
+	r=${step_results[$i]}
+	case $r in
+	PASS) word=$(ok_word) detail='' ;;
+	SKIP*) word=SKIP detail=" ${r#*|}" ;;
+	*) word=$(fail_word) detail=" ${r#*|}" failed=1 ;;
+	esac
+	printf '  %-15s %s%s (%s)\n' "${step_names[$i]}" "$word" "$detail" "${step_times[$i]}"
+done
+printf '  go test packages: %s ok, %s failed\n' "$GO_PKGS_OK" "$GO_PKGS_FAILED"
+printf '  logs and reports: %s\n' "$WHARF_ARTIFACTS"
+printf 'go test: %s passed, %s failed, %s skipped\n' "$GO_TESTS_PASSED" "$GO_TESTS_FAILED" "$GO_TESTS_SKIPPED"
+printf 'conformance: %s passed, %s failed, %s skipped\n' "$CONF_PASSED" "$CONF_FAILED" "$CONF_SKIPPED"
+printf 'total: %s passed, %s failed, %s skipped\n' \
+	"$((GO_TESTS_PASSED + CONF_PASSED))" "$((GO_TESTS_FAILED + CONF_FAILED))" "$((GO_TESTS_SKIPPED + CONF_SKIPPED))"
+if [[ $failed -ne 0 ]]; then
+	printf '%sRESULT: FAILED%s\n' "$_c_red" "$_c_off"
+	exit 1
+fi
+printf '%sRESULT: ALL CHECKS PASSED%s\n' "$_c_green" "$_c_off"

@@ -1,0 +1,132 @@
+package server
+
+import (
+	"strings"
+	"testing"
+)
+
+func FuzzParseV2Path(f *testing.F) {
+	for _, p := range []string{
+		"/v2", "/v2/", "/v2/_catalog",
+		"/v2/a/tags/list",
+		"/v2/library/ubuntu/manifests/latest",
+		"/v2/a/b/c/manifests/" + testDigest,
+		"/v2/a/manifests/latest/blobs",
+		"/v2/a/blobs/" + testDigest,
+		"/v2/a/blobs/uploads/",
+		"/v2/a/blobs/uploads",
+		"/v2/a/blobs/uploads/5e4b1c2a-uuid",
+		"/v2/a/referrers/" + testDigest,
+		"/v2/x/manifests/y/blobs/uploads/",
+		"/v2/a/blobs/b/tags/list",
+		"/v2//manifests/x",
+		"/v2/a/manifests//blobs",
+		"/v2/a/manifests/x/",
+		"/v3/", "", "garbage",
+	} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		m := ParseV2Path(path)
+		switch m.Route {
+		case RouteNone:
+			if m.Name != "" || m.Param != "" {
+				t.Fatalf("ParseV2Path(%q): no route but name %q param %q", path, m.Name, m.Param)
+			}
+			return
+		case RouteBase:
+			if path != "/v2" && path != "/v2/" {
+				t.Fatalf("ParseV2Path(%q) = base", path)
+			}
+		case RouteCatalog:
+			if path != "/v2/_catalog" {
+				t.Fatalf("ParseV2Path(%q) = catalog", path)
+			}
+		}
+		if m.Route == RouteBase || m.Route == RouteCatalog {
+			if m.Name != "" || m.Param != "" {
+				t.Fatalf("ParseV2Path(%q): %s with name %q param %q", path, m.Route, m.Name, m.Param)
+			}
+			return
+		}
+		if m.Name == "" {
+			t.Fatalf("ParseV2Path(%q) = %s without a name", path, m.Route)
+		}
+		hasParam := m.Route != RouteTags && m.Route != RouteUploadStart
+		if hasParam != (m.Param != "") {
+			t.Fatalf("ParseV2Path(%q) = %s with param %q", path, m.Route, m.Param)
+		}
+		if strings.Contains(m.Param, "/") {
+			t.Fatalf("ParseV2Path(%q): param %q contains a slash", path, m.Param)
+		}
+		if rebuilt := buildV2Path(m, true); rebuilt != path {
+			if alt := buildV2Path(m, false); m.Route != RouteUploadStart || alt != path {
+				t.Fatalf("ParseV2Path(%q) = {%s %q %q}, which rebuilds as %q", path, m.Route, m.Name, m.Param, rebuilt)
+			}
+		}
+	})
+}
+
+func FuzzParseContentRange(f *testing.F) {
+	for _, s := range []string{
+		"0-0", "0-99", "100-199", "bytes 0-99/100", "bytes 0-99/*", "bytes=0-99",
+		"5-4", "-1-5", "0-", "-", "", "a-b", " 0-1 ", "0-9223372036854775807",
+		"9223372036854775807-9223372036854775807", "+1-+2", "bytes",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		start, end, ok := parseContentRange(v)
+		if !ok {
+			if start != 0 || end != 0 {
+				t.Fatalf("parseContentRange(%q) = %d, %d, false", v, start, end)
+			}
+			return
+		}
+		if start < 0 || end < start {
+			t.Fatalf("parseContentRange(%q) = %d-%d", v, start, end)
+		}
+		// readChunk computes the chunk length as end-start+1: it must be
+		// a positive number of bytes, never an overflow.
+		if end-start+1 <= 0 {
+			t.Fatalf("parseContentRange(%q) = %d-%d, whose length overflows", v, start, end)
+		}
+	})
+}
+
+func TestParseContentRange(t *testing.T) {
+	for _, tc := range []struct {
+		in         string
+		start, end int64
+		ok         bool
+	}{
+		{"0-0", 0, 0, true},
+		{"0-99", 0, 99, true},
+		{"100-199", 100, 199, true},
+		{" 5-10 ", 5, 10, true},
+		{"bytes 0-99/100", 0, 99, true},
+		{"bytes 0-99/*", 0, 99, true},
+		{"bytes=0-99", 0, 99, true},
+		{"", 0, 0, false},
+		{"-", 0, 0, false},
+		{"0-", 0, 0, false},
+		{"-5", 0, 0, false},
+		{"5-4", 0, 0, false},
+		{"-1-5", 0, 0, false},
+		{"a-b", 0, 0, false},
+		{"0x1-0x2", 0, 0, false},
+		{"1.5-2", 0, 0, false},
+		{"0-1-2", 0, 0, false},
+		{"bytes */100", 0, 0, false},
+		{"99999999999999999999-99999999999999999999", 0, 0, false},
+		{"0-9223372036854775807", 0, 0, false}, // length would overflow int64
+		{"1-9223372036854775807", 1, 9223372036854775807, true},
+		{"+0-+5", 0, 0, false},
+		{"0-+5", 0, 0, false},
+	} {
+		start, end, ok := parseContentRange(tc.in)
+		if ok != tc.ok || (ok && (start != tc.start || end != tc.end)) {
+			t.Errorf("parseContentRange(%q) = %d, %d, %v; want %d, %d, %v", tc.in, start, end, ok, tc.start, tc.end, tc.ok)
+		}
+	}
+}
