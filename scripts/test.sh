@@ -189,8 +189,14 @@ step_gotest() {
 }
 
 CONFORMANCE_LOG="$LOGS/conformance.log"
+CONFORMANCE_REDIRECT_LOG="$LOGS/conformance-redirect.log"
 step_conformance() {
 	timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_LOG"
+}
+# The same suite with blob GETs answered by 307 to signed URLs.
+step_conformance_redirect() {
+	WHARF_REDIRECT_ENABLED=true WHARF_ARTIFACTS="$WHARF_ARTIFACTS/redirect" \
+		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_REDIRECT_LOG"
 }
 
 if [[ ${1:-} == --step ]]; then
@@ -206,7 +212,7 @@ fi
 # ---- run ------------------------------------------------------------------------
 SECONDS=0
 started=0
-rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG"
+rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG"
 run_step setup step_setup
 run_step build step_build
 build_ok=0
@@ -217,10 +223,13 @@ run_step staticcheck step_staticcheck
 run_step "go test -race" step_gotest
 if [[ ${WHARF_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
 	not_run conformance skip "WHARF_SKIP_CONFORMANCE=1"
+	not_run "conf. redirect" skip "WHARF_SKIP_CONFORMANCE=1"
 elif [[ $build_ok -ne 1 ]]; then
 	not_run conformance fail "the build failed"
+	not_run "conf. redirect" fail "the build failed"
 else
 	run_step conformance step_conformance
+	run_step "conf. redirect" step_conformance_redirect
 fi
 
 # ---- counts -----------------------------------------------------------------------
@@ -231,12 +240,14 @@ GO_TESTS_SKIPPED=$(count '^[[:space:]]*--- SKIP:' "$GO_TEST_LOG")
 GO_PKGS_OK=$(count '^ok[[:space:]]' "$GO_TEST_LOG")
 GO_PKGS_FAILED=$(count '^FAIL[[:space:]]' "$GO_TEST_LOG")
 CONF_PASSED=0 CONF_FAILED=0 CONF_SKIPPED=0
-if [[ -f $CONFORMANCE_LOG ]]; then
-	line=$(grep -E '^conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$CONFORMANCE_LOG" | tail -n 1) || true
+for log in "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG"; do
+	[[ -f $log ]] || continue
+	line=$(grep -E '^conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1) || true
 	if [[ -n $line ]]; then
-		read -r CONF_PASSED CONF_FAILED CONF_SKIPPED < <(sed -E 's/^conformance: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/' <<<"$line")
+		read -r p f k < <(sed -E 's/^conformance: ([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped$/\1 \2 \3/' <<<"$line")
+		CONF_PASSED=$((CONF_PASSED + p)) CONF_FAILED=$((CONF_FAILED + f)) CONF_SKIPPED=$((CONF_SKIPPED + k))
 	fi
-fi
+done
 
 # ---- summary ------------------------------------------------------------------
 failed=0
