@@ -51,5 +51,5 @@ func (s *Server) download(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Docker-Content-Digest", info.Digest.String())
 	h.Set("ETag", `"`+info.Digest.String()+`"`)
-	http.ServeContent(w, r, "", zeroTime, body)
+	s.serveContent(w, r, body)
 }
