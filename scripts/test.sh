@@ -188,6 +188,24 @@ step_gotest() {
 	return "$rc"
 }
 
+# A short run of every fuzzer (the seeds in testdata/fuzz already ran as
+# ordinary tests). WHARF_FUZZTIME=0 turns it off outside CI.
+step_fuzz() {
+	local pkg fn rc=0
+	while read -r pkg fn; do
+		echo "fuzz $pkg $fn (${WHARF_FUZZTIME:-8s})"
+		timeout --foreground 300 go test -run '^$' -fuzz "^${fn}\$" -fuzztime "${WHARF_FUZZTIME:-8s}" "$pkg" >"$LOGS/fuzz-$fn.log" 2>&1 || {
+			rc=1
+			echo "  $fn FAILED: the new crasher is in $pkg/testdata/fuzz/$fn; keep it as a seed once fixed"
+			tail -n 20 "$LOGS/fuzz-$fn.log" | sed 's/^/    /'
+		}
+	done < <(grep -rhoE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sort -u | sed 's/^func //' | while read -r fn; do
+		f=$(grep -rlE --include='*_test.go' "^func $fn\b" . | head -n 1)
+		echo "./$(dirname "${f#./}") $fn"
+	done)
+	return "$rc"
+}
+
 CONFORMANCE_LOG="$LOGS/conformance.log"
 CONFORMANCE_REDIRECT_LOG="$LOGS/conformance-redirect.log"
 step_conformance() {
@@ -221,6 +239,11 @@ run_step gofmt step_gofmt
 run_step "go vet" step_vet
 run_step staticcheck step_staticcheck
 run_step "go test -race" step_gotest
+if [[ ${WHARF_FUZZTIME:-} == 0 && -z ${CI:-} ]]; then
+	not_run fuzz skip "WHARF_FUZZTIME=0"
+else
+	run_step fuzz step_fuzz
+fi
 if [[ ${WHARF_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
 	not_run conformance skip "WHARF_SKIP_CONFORMANCE=1"
 	not_run "conf. redirect" skip "WHARF_SKIP_CONFORMANCE=1"
