@@ -12,9 +12,11 @@ import (
 )
 
 // PutManifest validates and stores a manifest under ref (a tag, or the
-// manifest's own digest). Every blob and child manifest it references must
-// already be in the repository; the subject need not be.
-func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Reference, contentType string, payload []byte) (*oci.Manifest, error) {
+// manifest's own digest) and points the extra tags at it too (the spec's
+// PUT /manifests/<digest>?tag=...), all in one transaction. Every blob and
+// child manifest it references must already be in the repository; the
+// subject need not be.
+func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Reference, contentType string, payload []byte, tags ...string) (*oci.Manifest, error) {
 	if int64(len(payload)) > r.opts.MaxManifestBytes {
 		return nil, manifestTooLarge(r.opts.MaxManifestBytes)
 	}
@@ -34,7 +36,10 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 			Digest: m.Digest, MediaType: m.MediaType, Payload: payload,
 			ArtifactType: m.ArtifactType, Annotations: m.Annotations,
 		},
-		Tag: ref.Tag,
+		Tags: tags,
+	}
+	if ref.Tag != "" {
+		nm.Tags = append([]string{ref.Tag}, tags...)
 	}
 	if m.Subject != nil {
 		nm.Record.Subject = m.Subject.Digest

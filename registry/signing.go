@@ -151,6 +151,10 @@ type BlobURLs struct {
 	ExpiresAt      time.Time     `json:"expiresAt"`
 	TotalSize      int64         `json:"totalSize"`
 	Blobs          []BlobURL     `json:"blobs"`
+	// Manifest is the image manifest itself as an OCI descriptor with its
+	// bytes in data (base64), a Wharf extension: a client that writes the
+	// manifest out (wharf pull) needs no second request to the registry.
+	Manifest *EmbeddedManifest `json:"manifest,omitempty"`
 
 	once sync.Once
 	body []byte
@@ -164,6 +168,14 @@ type BlobURL struct {
 	MediaType   string        `json:"mediaType"`
 	Kind        string        `json:"kind"`
 	DownloadURL string        `json:"downloadUrl"`
+}
+
+// EmbeddedManifest is an OCI descriptor carrying the manifest's bytes.
+type EmbeddedManifest struct {
+	MediaType string        `json:"mediaType"`
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	Data      []byte        `json:"data"`
 }
 
 // JSON returns the encoded answer and its ETag, computed once: answers
@@ -241,7 +253,8 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 	if v, ok := r.batches.Load(key); ok && v.(batchEntry).gen == gen {
 		return v.(batchEntry).urls, nil
 	}
-	out := &BlobURLs{ManifestDigest: img.digest, ExpiresAt: exp.UTC(), TotalSize: img.total, Blobs: make([]BlobURL, len(img.blobs))}
+	out := &BlobURLs{ManifestDigest: img.digest, ExpiresAt: exp.UTC(), TotalSize: img.total, Blobs: make([]BlobURL, len(img.blobs)),
+		Manifest: &EmbeddedManifest{MediaType: rec.MediaType, Digest: rec.Digest, Size: int64(len(rec.Payload)), Data: rec.Payload}}
 	for i, b := range img.blobs {
 		u, err := r.sigs.sign(ctx, r.signer, b.info, exp, now)
 		if err != nil {

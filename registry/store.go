@@ -97,8 +97,8 @@ type NewManifest struct {
 	Blobs []digest.Digest
 	// Children must all be manifests of the repository.
 	Children []digest.Digest
-	// Tag, if set, is pointed at the manifest in the same transaction.
-	Tag string
+	// Tags are pointed at the manifest in the same transaction.
+	Tags []string
 }
 
 // MissingReferencesError lists what a manifest referenced that is absent.

@@ -211,9 +211,10 @@ CONFORMANCE_REDIRECT_LOG="$LOGS/conformance-redirect.log"
 step_conformance() {
 	timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_LOG"
 }
-# The same suite with blob GETs answered by 307 to signed URLs.
+# The same suite with blob GETs answered by 307 to signed URLs, and with the
+# spec's newer (dev) checks on: digest headers required, PUT ?tag= params.
 step_conformance_redirect() {
-	WHARF_REDIRECT_ENABLED=true WHARF_ARTIFACTS="$WHARF_ARTIFACTS/redirect" \
+	OCI_VERSION=dev WHARF_REDIRECT_ENABLED=true WHARF_ARTIFACTS="$WHARF_ARTIFACTS/redirect" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_REDIRECT_LOG"
 }
 

@@ -155,7 +155,19 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, c *call) {
 		s.writeError(w, r, oci.Errorf(oci.CodeManifestInvalid, "reading manifest: %v", err))
 		return
 	}
-	m, err := s.reg.PutManifest(r.Context(), c.m.Name, ref, r.Header.Get("Content-Type"), body)
+	// PUT /manifests/<digest>?tag=a&tag=b tags the manifest in the same step.
+	tags := r.URL.Query()["tag"]
+	for _, tag := range tags {
+		if err := oci.ValidateTag(tag); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	if len(tags) > 0 && !ref.IsDigest() {
+		s.writeError(w, r, oci.Errorf(oci.CodeTagInvalid, "tag parameters are only allowed when pushing by digest"))
+		return
+	}
+	m, err := s.reg.PutManifest(r.Context(), c.m.Name, ref, r.Header.Get("Content-Type"), body, tags...)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -165,6 +177,9 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, c *call) {
 	h.Set("Docker-Content-Digest", m.Digest.String())
 	if m.Subject != nil {
 		h.Set("OCI-Subject", m.Subject.Digest.String())
+	}
+	for _, tag := range tags {
+		h.Add("OCI-Tag", tag)
 	}
 	h.Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)

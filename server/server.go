@@ -168,6 +168,10 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("WWW-Authenticate", c)
 			}
 		}
+		var ra interface{ RetryAfter() time.Duration }
+		if errors.As(err, &ra) {
+			w.Header().Set("Retry-After", itoa(int64((ra.RetryAfter()+time.Second-1)/time.Second)))
+		}
 		s.writeError(w, r, err)
 		return
 	}

@@ -103,7 +103,7 @@ func testManifests(t *testing.T, m registry.MetadataStore) {
 	ctx := context.Background()
 	commitBlob(t, m, "r", "cfg")
 	nm := manifest("m1", dg("cfg"))
-	nm.Tag = "v1"
+	nm.Tags = []string{"v1"}
 	nm.Record.Annotations = map[string]string{"k": "v"}
 	if err := m.PutManifest(ctx, "r", nm); err != nil {
 		t.Fatalf("PutManifest: %v", err)
@@ -121,7 +121,7 @@ func testManifests(t *testing.T, m registry.MetadataStore) {
 	// Moving a tag.
 	commitBlob(t, m, "r", "cfg2")
 	nm2 := manifest("m2", dg("cfg2"))
-	nm2.Tag = "v1"
+	nm2.Tags = []string{"v1"}
 	if err := m.PutManifest(ctx, "r", nm2); err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +139,11 @@ func testManifests(t *testing.T, m registry.MetadataStore) {
 		t.Fatalf("manifest gone with its tag: %v", err)
 	}
 	// Delete a manifest: its tags go too.
-	nm.Tag = "t1"
+	nm.Tags = []string{"t1"}
 	if err := m.PutManifest(ctx, "r", nm); err != nil {
 		t.Fatal(err)
 	}
-	nm.Tag = "t2"
+	nm.Tags = []string{"t2"}
 	if err := m.PutManifest(ctx, "r", nm); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func testMissing(t *testing.T, m registry.MetadataStore) {
 	commitBlob(t, m, "other", "elsewhere")
 	nm := manifest("m", dg("have"), dg("missing"), dg("elsewhere"))
 	nm.Children = []digest.Digest{dg("child")}
-	nm.Tag = "t"
+	nm.Tags = []string{"t"}
 	err := m.PutManifest(ctx, "r", nm)
 	var missing *registry.MissingReferencesError
 	if !errors.As(err, &missing) {
@@ -191,7 +191,7 @@ func testListing(t *testing.T, m registry.MetadataStore) {
 	commitBlob(t, m, "r", "c")
 	for _, tag := range []string{"b", "a", "c", "d"} {
 		nm := manifest("m", dg("c"))
-		nm.Tag = tag
+		nm.Tags = []string{tag}
 		if err := m.PutManifest(ctx, "r", nm); err != nil {
 			t.Fatal(err)
 		}

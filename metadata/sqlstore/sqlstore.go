@@ -259,10 +259,10 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 				return err
 			}
 		}
-		if m.Tag != "" {
+		for _, tag := range m.Tags {
 			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
 				ON CONFLICT (repo, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
-				repo, m.Tag, string(r.Digest), t); err != nil {
+				repo, tag, string(r.Digest), t); err != nil {
 				return err
 			}
 		}
