@@ -127,6 +127,11 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Refe
 
 // Tags lists a repository's tags after last, at most n (n < 0: all).
 func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
+	key := tagsKey{repo, last, n}
+	gen := r.cache.generation(repo)
+	if v, ok := r.tagLists.Load(key); ok && v.(tagsEntry).gen == gen {
+		return v.(tagsEntry).tags, nil
+	}
 	tags, err := r.meta.Tags(ctx, repo, last, n)
 	if errors.Is(err, ErrNotFound) {
 		return nil, oci.ErrNameUnknown.WithDetail(map[string]string{"name": repo})
@@ -134,7 +139,24 @@ func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string
 	if err != nil {
 		return nil, internal("list tags", err)
 	}
+	if r.tagListN.Add(1) > int64(r.opts.ManifestCacheEntries) {
+		r.tagLists.Clear()
+		r.tagListN.Store(0)
+	}
+	r.tagLists.Store(key, tagsEntry{gen, tags})
 	return tags, nil
+}
+
+// tagsKey and tagsEntry cache tag lists under the repository generation,
+// like manifests: lists are read far more often than tags move.
+type tagsKey struct {
+	repo, last string
+	n          int
+}
+
+type tagsEntry struct {
+	gen  uint64
+	tags []string
 }
 
 // Repositories lists repository names after last, at most n (n < 0: all).
@@ -175,6 +197,9 @@ type manifestCache struct {
 	size    atomic.Int64
 	entries sync.Map // key -> cacheEntry
 	gens    sync.Map // repo -> *atomic.Uint64
+	// global is added to every repository's generation: bumping it
+	// invalidates everything (Registry.Invalidate("")).
+	global atomic.Uint64
 }
 
 type cacheEntry struct {
@@ -192,9 +217,15 @@ func (c *manifestCache) counter(repo string) *atomic.Uint64 {
 	return v.(*atomic.Uint64)
 }
 
-func (c *manifestCache) generation(repo string) uint64 { return c.counter(repo).Load() }
+// generation is the repository's counter plus the global one: both only
+// grow, so any bump of either changes the sum.
+func (c *manifestCache) generation(repo string) uint64 {
+	return c.global.Load() + c.counter(repo).Load()
+}
 
 func (c *manifestCache) invalidate(repo string) { c.counter(repo).Add(1) }
+
+func (c *manifestCache) invalidateAll() { c.global.Add(1) }
 
 func (c *manifestCache) get(key string, gen uint64) (ManifestRecord, bool) {
 	v, ok := c.entries.Load(key)

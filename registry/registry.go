@@ -58,6 +58,9 @@ type Registry struct {
 	imageN  atomic.Int64
 	batches sync.Map // batchKey -> batchEntry
 	batchN  atomic.Int64
+
+	tagLists sync.Map // tagsKey -> tagsEntry
+	tagListN atomic.Int64
 }
 
 // New returns a Registry over the given stores.
@@ -193,6 +196,9 @@ func (r *Registry) MountBlob(ctx context.Context, repo string, d digest.Digest, 
 			return false, nil
 		}
 	}
+	if err := r.touchBlob(ctx, d); err != nil {
+		return false, err
+	}
 	if err := r.meta.LinkBlob(ctx, repo, d); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return false, nil
@@ -257,13 +263,17 @@ func (r *Registry) AppendUpload(ctx context.Context, repo, id string, c Chunk) (
 	if err != nil {
 		return nil, err
 	}
-	if err := r.append(ctx, u, c); err != nil {
+	if err := r.append(ctx, u, c, true); err != nil {
 		return u, err
 	}
 	return u, nil
 }
 
-func (r *Registry) append(ctx context.Context, u *Upload, c Chunk) error {
+// append writes a chunk and, if persist, records the new offset and hash
+// state. FinishUpload does not persist: the session is committed or
+// aborted right after, and if that fails the stored state is still an
+// earlier, consistent one (the next Append drops the unrecorded bytes).
+func (r *Registry) append(ctx context.Context, u *Upload, c Chunk, persist bool) error {
 	if c.Start >= 0 && c.Start != u.Offset {
 		return oci.Errorf(oci.CodeRangeInvalid, "chunk starts at %d; the upload is at %d", c.Start, u.Offset).
 			WithDetail(map[string]int64{"offset": u.Offset})
@@ -291,6 +301,9 @@ func (r *Registry) append(ctx context.Context, u *Upload, c Chunk) error {
 		return internal("save upload hash", err)
 	}
 	u.Offset, u.HashState, u.UpdatedAt = prev+n, state, r.now()
+	if !persist {
+		return nil
+	}
 	if err := r.meta.UpdateUpload(ctx, u, prev); err != nil {
 		u.Offset = prev
 		if errors.Is(err, ErrConflict) {
@@ -311,7 +324,7 @@ func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.D
 		return BlobInfo{}, err
 	}
 	if c.Body != nil {
-		if err := r.append(ctx, u, c); err != nil {
+		if err := r.append(ctx, u, c, false); err != nil {
 			return BlobInfo{}, err
 		}
 	}
@@ -322,6 +335,11 @@ func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.D
 	if got != d {
 		r.abort(ctx, u)
 		return BlobInfo{}, oci.Errorf(oci.CodeDigestInvalid, "upload has digest %s, not %s", got, d)
+	}
+	// Before the bytes land where a collected copy of d may be being
+	// deleted: wait for that deletion, and keep GC off d from now on.
+	if err := r.touchBlob(ctx, d); err != nil {
+		return BlobInfo{}, err
 	}
 	key, err := r.blobs.Uploads().Commit(ctx, u, d)
 	if err != nil {

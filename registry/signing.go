@@ -28,6 +28,32 @@ type Signer interface {
 	SignBlob(ctx context.Context, blob BlobInfo, expires time.Time) (SignedURL, error)
 }
 
+// RotatingSigner is a Signer whose signatures depend on credentials that
+// change over time (temporary cloud credentials, say). SigningGeneration
+// identifies the credentials SignBlob would sign with now; the registry's
+// signature cache includes it in its key, so a signature made with
+// credentials that have since rotated is never served. Such a signer also
+// caps every URL's Expires at its credentials' expiry, which bounds how
+// long a cached signature is served at all.
+type RotatingSigner interface {
+	Signer
+	SigningGeneration(ctx context.Context) (string, error)
+}
+
+// signingGeneration returns s's credential generation ("" for a signer
+// whose credentials do not rotate).
+func signingGeneration(ctx context.Context, s Signer) (string, error) {
+	rs, ok := s.(RotatingSigner)
+	if !ok {
+		return "", nil
+	}
+	g, err := rs.SigningGeneration(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%w: signing credentials: %v", ErrSigning, err)
+	}
+	return g, nil
+}
+
 // SignedURL is a download URL and the moment it stops working.
 type SignedURL struct {
 	URL     string
@@ -75,13 +101,19 @@ type signatureCache struct {
 
 type sigKey struct {
 	d   digest.Digest
+	key string // storage key: a blob collected and uploaded again may live elsewhere
 	exp int64
+	gen string // RotatingSigner credential generation
 }
 
 const signatureCacheSweepAt = 50000
 
 func (c *signatureCache) sign(ctx context.Context, s Signer, b BlobInfo, exp time.Time, now time.Time) (SignedURL, error) {
-	k := sigKey{b.Digest, exp.Unix()}
+	gen, err := signingGeneration(ctx, s)
+	if err != nil {
+		return SignedURL{}, err
+	}
+	k := sigKey{b.Digest, b.Key, exp.Unix(), gen}
 	if v, ok := c.m.Load(k); ok {
 		u := v.(SignedURL)
 		if u.Expires.After(now) {
@@ -249,7 +281,11 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 	}
 	now := r.now()
 	exp := expiryFor(now, lifetime)
-	key := batchKey{repo: repo, digest: img.digest, exp: exp.Unix(), base: base}
+	sgen, err := signingGeneration(ctx, r.signer)
+	if err != nil {
+		return nil, err
+	}
+	key := batchKey{repo: repo, digest: img.digest, exp: exp.Unix(), base: base, sgen: sgen}
 	if v, ok := r.batches.Load(key); ok && v.(batchEntry).gen == gen {
 		return v.(batchEntry).urls, nil
 	}
@@ -277,6 +313,7 @@ type batchKey struct {
 	repo   string
 	digest digest.Digest
 	exp    int64
+	sgen   string // signer credential generation
 }
 
 type batchEntry struct {
