@@ -34,7 +34,7 @@ import (
 	"time"
 )
 
-var scenarios = []string{"setup", "manifest-get", "manifest-head", "tags-list", "blob-get", "push-small", "push-large"}
+var scenarios = []string{"setup", "manifest-get", "manifest-head", "tags-list", "blob-get", "push-small", "push-large", "batch", "nplus1"}
 
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage: load <command> [flags]
@@ -278,6 +278,40 @@ func prepare(name string, c *regClient, o opts) (opFunc, error) {
 				err = fmt.Errorf("blob %s: read %d bytes, want %d", l.Digest, n, l.Size)
 			}
 			return n, err
+		}, nil
+	case "batch":
+		// One image's signed URLs in one request (the batch endpoint).
+		bpath := mpath + "/blobs?expiry=3600"
+		return func(ctx context.Context, _ int, _ int64) (int64, error) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, bpath, nil)
+			n, _, err := c.do(req, http.StatusOK)
+			return n, err
+		}, nil
+	case "nplus1":
+		// The same URLs the standard way: the manifest, then every blob
+		// answered with a 307 to its signed URL (the server runs with
+		// redirects on; the redirect is not followed). One op = one image.
+		m, err := c.getManifest(ctx, o.tag)
+		if err != nil {
+			return nil, fmt.Errorf("nplus1 needs the setup image: %w", err)
+		}
+		blobs := append([]descriptor{m.Config}, m.Layers...)
+		return func(ctx context.Context, _ int, _ int64) (int64, error) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, mpath, nil)
+			req.Header.Set("Accept", manifestAccept)
+			total, _, err := c.do(req, http.StatusOK)
+			if err != nil {
+				return total, err
+			}
+			for _, b := range blobs {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v2/"+c.repo+"/blobs/"+b.Digest), nil)
+				n, _, err := c.do(req, http.StatusTemporaryRedirect)
+				total += n
+				if err != nil {
+					return total, err
+				}
+			}
+			return total, nil
 		}, nil
 	case "push-small":
 		base := randomSeed()

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The batch endpoint against the N+1 path it replaces, on one Wharf with
+# redirects on: for a 15-layer image, the registry's own CPU time per image
+# (from /proc/<pid>/stat) to hand out every blob URL,
+#   nplus1: GET manifest + 16 blob GETs answered 307 (redirect not followed)
+#   batch:  GET /v2/<name>/manifests/<tag>/blobs (one request)
+# at 16 clients, plus the cost of one signature (go test -bench).
+#
+# Settings: BENCH_DURATION (8s), BENCH_REPEAT (3), BENCH_CLIENTS (16),
+# BENCH_LAYERS (15). Writes bench/results-batch.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+DURATION=${BENCH_DURATION:-8s}
+REPEAT=${BENCH_REPEAT:-3}
+CLIENTS=${BENCH_CLIENTS:-16}
+LAYERS=${BENCH_LAYERS:-15}
+OUT=${BENCH_OUT:-$ROOT/bench/results-batch.md}
+log() { printf '== %s\n' "$*" >&2; }
+
+TMP=$(mktemp -d /tmp/wharf-batch.XXXXXX)
+WPID=
+cleanup() {
+	local rc=$?
+	[[ -n $WPID ]] && { kill "$WPID" 2>/dev/null || true; wait "$WPID" 2>/dev/null || true; }
+	rm -rf "$TMP"
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "building wharf and the load tool"
+go build -o "$TMP/wharf" ./cmd/wharf
+go build -o "$TMP/load" ./bench/load
+LOAD=$TMP/load
+PORT=$("$LOAD" freeport)
+URL=http://127.0.0.1:$PORT
+WHARF_LOG_LEVEL=warn WHARF_REDIRECT_ENABLED=true "$TMP/wharf" serve --addr "127.0.0.1:$PORT" --data-dir "$TMP/data" >"$TMP/wharf.log" 2>&1 &
+WPID=$!
+"$LOAD" wait -target "$URL" >/dev/null
+"$LOAD" setup -target "$URL" -repo bench/batch -layers "$LAYERS" -layer-size 64K -tags 1 2>&1 | tail -n 1 >&2
+
+CLK=$(getconf CLK_TCK)
+results=$TMP/results.jsonl
+for i in $(seq "$REPEAT"); do
+	for sc in nplus1 batch; do
+		log "run $i/$REPEAT: $sc"
+		"$LOAD" "$sc" -target "$URL" -repo bench/batch -pid "$WPID" -clk-tck "$CLK" -clients "$CLIENTS" \
+			-duration "$DURATION" -json -label "$sc" >>"$results"
+	done
+done
+
+log "signature cost (go test -bench)"
+sigbench=$(go test -run '^$' -bench 'BenchmarkSign$' -benchtime 200000x ./signer | awk '/^BenchmarkSign/ {print $3 " " $4}')
+
+python3 - "$results" "$sigbench" "$CLIENTS" "$LAYERS" >"$OUT" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(sc, key):
+    return statistics.median(r[key] for r in rows if r["scenario"] == sc)
+n_cpu, b_cpu = med("nplus1", "server_cpu_ms_per_1k_ops") / 1000, med("batch", "server_cpu_ms_per_1k_ops") / 1000
+n_ops, b_ops = med("nplus1", "ops_per_sec"), med("batch", "ops_per_sec")
+errs = sum(r["errors"] for r in rows)
+print(f"# Batch endpoint vs N+1 ({sys.argv[4]}-layer image, {sys.argv[3]} clients, medians of {len(rows)//2} runs)\n")
+print("| path | requests per image | images/s | server CPU per image |")
+print("|---|--:|--:|--:|")
+print(f"| N+1 (manifest + {int(sys.argv[4])+1} blob GETs → 307) | {int(sys.argv[4])+2} | {n_ops:.0f} | {n_cpu:.3f} ms |")
+print(f"| batch endpoint | 1 | {b_ops:.0f} | {b_cpu:.4f} ms |")
+print(f"\nCPU per image, N+1 / batch: **{n_cpu / b_cpu:.1f}×** (target ≥ 10×); batch CPU per image {b_cpu:.4f} ms (target < 0.5 ms);")
+print(f"batch requests/s at {sys.argv[3]} clients: {b_ops:.0f} (target ≥ 5,000). Errors: {errs}.")
+print(f"\nOne signature (HMAC-SHA256 URL, uncached): {sys.argv[2]}.")
+PY
+cat "$OUT"
