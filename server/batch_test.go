@@ -392,3 +392,60 @@ func TestRedirects(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchEndpointManifestKinds: OCI manifests and artifacts (an empty
+// config and an artifactType) work like Docker schema2 images.
+func TestBatchEndpointManifestKinds(t *testing.T) {
+	r := wharftest.Start(t)
+	img, _ := random.Image(256, 2)
+	oci := mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+	if err := remote.Write(ref(t, r, "kinds/oci:v1"), oci); err != nil {
+		t.Fatal(err)
+	}
+	// An artifact: the empty config and one blob.
+	blob := []byte("sbom contents")
+	empty := []byte("{}")
+	for _, b := range [][]byte{blob, empty} {
+		d := digest.FromBytes(b)
+		resp, err := http.Post(r.URL+"/v2/kinds/artifact/blobs/uploads/?digest="+d.String(), "application/octet-stream", bytes.NewReader(b))
+		if err != nil || resp.StatusCode != 201 {
+			t.Fatalf("push blob: %v %v", resp.StatusCode, err)
+		}
+		resp.Body.Close()
+	}
+	art := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/spdx+json",`+
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"%s","size":2},`+
+		`"layers":[{"mediaType":"application/spdx+json","digest":"%s","size":%d}]}`, digest.FromBytes(empty), digest.FromBytes(blob), len(blob))
+	req, _ := http.NewRequest("PUT", r.URL+"/v2/kinds/artifact/manifests/sbom", strings.NewReader(art))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("push artifact: %v %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+
+	for _, c := range []struct {
+		path      string
+		n         int
+		layerType string
+	}{
+		{"/v2/kinds/oci/manifests/v1/blobs", 3, "application/vnd.docker.image.rootfs.diff.tar.gzip"}, // ggcr keeps random layers' type
+		{"/v2/kinds/artifact/manifests/sbom/blobs", 2, "application/spdx+json"},
+	} {
+		resp, body := get(t, r.URL+c.path)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", c.path, resp.StatusCode, body)
+		}
+		var a batchAnswer
+		_ = json.Unmarshal(body, &a)
+		if len(a.Blobs) != c.n || a.Blobs[0].Kind != "config" || a.Blobs[1].MediaType != c.layerType {
+			t.Errorf("%s: %s", c.path, body)
+		}
+		for _, b := range a.Blobs {
+			dresp, data := get(t, b.DownloadURL)
+			if dresp.StatusCode != 200 || digest.FromBytes(data).String() != b.Digest {
+				t.Errorf("%s: blob %s did not download intact", c.path, b.Digest)
+			}
+		}
+	}
+}
