@@ -29,6 +29,39 @@ type Scope struct {
 type Identity struct {
 	// Subject is the user name ("" for anonymous).
 	Subject string
+	// Access, for a caller that presented a bearer token, is what the
+	// token grants (its "access" claim); Permits honours it besides the
+	// policy, so a token from an external issuer can mount and list.
+	Access []Access
+	// Issuer is the issuer of the caller's token when it is an external
+	// one; "" for callers known locally (users, client certificates and
+	// tokens of the built-in token service), to whom the policy applies.
+	Issuer string
+}
+
+// Access is one entry of a token's "access" claim: actions on a
+// resource. Type "repository" names a repository; type "registry" with
+// name "catalog" is the catalog.
+type Access struct {
+	Type    string   `json:"type"`
+	Name    string   `json:"name"`
+	Actions []string `json:"actions"`
+}
+
+// Covers reports whether the access list grants action a on repo ("*"
+// among the actions grants every action).
+func Covers(list []Access, repo string, a Action) bool {
+	for _, e := range list {
+		if e.Type != "repository" || e.Name != repo {
+			continue
+		}
+		for _, x := range e.Actions {
+			if x == string(a) || x == "*" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Anonymous reports whether no credentials were presented.

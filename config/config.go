@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/wharf-registry/wharf/auth"
 )
 
 // Config is the whole configuration. The yaml tag of each field is its key
@@ -33,10 +35,50 @@ type Config struct {
 	Log       Log      `yaml:"log"`
 	Storage   Storage  `yaml:"storage"`
 	Metadata  Metadata `yaml:"metadata"`
+	GC        GC       `yaml:"gc"`
 	Limits    Limits   `yaml:"limits"`
 	HTTP      HTTP     `yaml:"http"`
 	Redirect  Redirect `yaml:"redirect"`
 	Signing   Signing  `yaml:"signing"`
+	Auth      Auth     `yaml:"auth"`
+	TLS       TLS      `yaml:"tls"`
+}
+
+// Auth configures authentication and authorization.
+type Auth struct {
+	Mode          string        `yaml:"mode" doc:"none (everyone may do everything), basic (Basic credentials on /v2/) or token (bearer tokens from the token service)"`
+	Htpasswd      string        `yaml:"htpasswd" doc:"users file, bcrypt only (default <data_dir>/htpasswd; manage it with wharf user)"`
+	Service       string        `yaml:"service" doc:"service name of the token service (the tokens' audience)"`
+	BasicCacheTTL time.Duration `yaml:"basic_cache_ttl" doc:"how long verified Basic credentials are remembered"`
+	CacheSize     int           `yaml:"cache_size" doc:"entries of each credential cache (verified tokens, Basic credentials)"`
+	FailedLogins  FailedLogins  `yaml:"failed_logins"`
+	Token         Token         `yaml:"token"`
+	// Policy is file-only (no environment variables): see auth.PolicySpec.
+	Policy auth.PolicySpec `yaml:"policy"`
+}
+
+// FailedLogins shapes the failed-login rate limit (per client address and
+// per user).
+type FailedLogins struct {
+	PerMinute int `yaml:"per_minute" doc:"failed logins allowed per minute per client address and per user (then 429)"`
+	Burst     int `yaml:"burst" doc:"failed logins allowed in a burst before the rate applies"`
+}
+
+// Token configures the built-in token service and external issuers.
+type Token struct {
+	Issuer         string        `yaml:"issuer" doc:"iss claim of the tokens the registry issues"`
+	KeyFile        string        `yaml:"key_file" doc:"PEM private key (EC or RSA) signing tokens (default <data_dir>/token-key.pem, ES256, created on first start)"`
+	TTL            time.Duration `yaml:"ttl" doc:"lifetime of issued tokens"`
+	Realm          string        `yaml:"realm" doc:"token endpoint named in challenges (default <public_url>/token, or the request's host)"`
+	ExternalIssuer string        `yaml:"external_issuer" doc:"iss of an external token issuer whose tokens are also accepted"`
+	ExternalKeys   string        `yaml:"external_keys" doc:"public keys of external_issuer: PEM (keys or certificates) or JWKS file"`
+}
+
+// TLS configures HTTPS.
+type TLS struct {
+	Cert     string `yaml:"cert" doc:"PEM certificate chain: serve HTTPS (TLS 1.2 or newer)"`
+	Key      string `yaml:"key" doc:"PEM private key of tls.cert"`
+	ClientCA string `yaml:"client_ca" doc:"PEM CA bundle: verify client certificates against it; a verified certificate's CN is the caller's identity"`
 }
 
 // Redirect configures 307 redirects of blob GETs to signed URLs.
@@ -48,6 +90,36 @@ type Redirect struct {
 // Signing configures the embedded shape's URL signer.
 type Signing struct {
 	KeysFile string `yaml:"keys_file" doc:"HMAC keys for signed URLs (default <data_dir>/signing-keys.json, created on first start)"`
+	// Signer chooses who signs blob URLs (redirects, the batch endpoint).
+	Signer     string            `yaml:"signer" doc:"local (the registry's own download route), s3 (pre-signed bucket URLs; needs storage.driver s3), cloudfront or cdn_hmac"`
+	S3         SigningS3         `yaml:"s3"`
+	CloudFront SigningCloudFront `yaml:"cloudfront"`
+	CDNHMAC    SigningCDNHMAC    `yaml:"cdn_hmac"`
+}
+
+// SigningS3 configures S3 pre-signed URLs.
+type SigningS3 struct {
+	ResponseContentType        string `yaml:"response_content_type" doc:"Content-Type the bucket answers pre-signed GETs with (response-content-type)"`
+	ResponseContentDisposition string `yaml:"response_content_disposition" doc:"Content-Disposition of pre-signed GETs; {digest} is replaced by the blob's hex digest"`
+}
+
+// SigningCloudFront configures CloudFront canned-policy signed URLs.
+type SigningCloudFront struct {
+	BaseURL        string `yaml:"base_url" doc:"distribution URL (https://d111111abcdef8.cloudfront.net); its origin is the blob bucket"`
+	KeyPairID      string `yaml:"key_pair_id" doc:"CloudFront public key id"`
+	PrivateKeyFile string `yaml:"private_key_file" doc:"PEM RSA private key of key_pair_id"`
+	StripPrefix    string `yaml:"strip_prefix" doc:"removed from object keys (the storage prefix, when the origin path has it)"`
+}
+
+// SigningCDNHMAC configures HMAC-token signed URLs for a CDN.
+type SigningCDNHMAC struct {
+	BaseURL        string `yaml:"base_url" doc:"CDN URL the client calls (https://cdn.example.com[/path])"`
+	Secret         string `yaml:"secret" doc:"shared HMAC-SHA256 secret, 16+ bytes (prefer the environment variable)"`
+	KeyID          string `yaml:"key_id" doc:"key id sent in key_id_param (empty: none)"`
+	ExpiresParam   string `yaml:"expires_param" doc:"query parameter for the expiry (Unix seconds)"`
+	SignatureParam string `yaml:"signature_param" doc:"query parameter for hex(HMAC-SHA256(secret, path + expires))"`
+	KeyIDParam     string `yaml:"key_id_param" doc:"query parameter for key_id"`
+	StripPrefix    string `yaml:"strip_prefix" doc:"removed from object keys (the storage prefix, when the CDN origin path has it)"`
 }
 
 // Log configures logging.
@@ -58,8 +130,21 @@ type Log struct {
 
 // Storage chooses and configures the blob store.
 type Storage struct {
-	Driver     string     `yaml:"driver" doc:"blob store: filesystem"`
+	Driver     string     `yaml:"driver" doc:"blob store: filesystem or s3"`
 	Filesystem Filesystem `yaml:"filesystem"`
+	S3         S3         `yaml:"s3"`
+}
+
+// S3 configures the S3-compatible blob store (AWS S3, MinIO, R2, Ceph RGW).
+type S3 struct {
+	Endpoint  string `yaml:"endpoint" doc:"S3 API URL (MinIO http://host:9000, R2 https://<account>.r2.cloudflarestorage.com); empty for AWS"`
+	Region    string `yaml:"region" doc:"bucket region (auto for R2)"`
+	Bucket    string `yaml:"bucket" doc:"bucket holding blobs and upload state"`
+	Prefix    string `yaml:"prefix" doc:"key prefix inside the bucket (wharf/)"`
+	AccessKey string `yaml:"access_key" doc:"access key id; empty uses the AWS default credential chain (env, profile, IAM role)"`
+	SecretKey string `yaml:"secret_key" doc:"secret access key (prefer the environment variable)"`
+	PathStyle bool   `yaml:"path_style" doc:"path-style addressing <endpoint>/<bucket> (MinIO)"`
+	PartSize  int64  `yaml:"part_size" doc:"multipart part size in bytes, 5 MiB to 16 MiB: the memory an upload request holds"`
 }
 
 // Filesystem configures the filesystem blob store.
@@ -69,8 +154,23 @@ type Filesystem struct {
 
 // Metadata chooses and configures the metadata store.
 type Metadata struct {
-	Driver string `yaml:"driver" doc:"metadata store: sqlite"`
-	SQLite SQLite `yaml:"sqlite"`
+	Driver   string   `yaml:"driver" doc:"metadata store: sqlite (embedded) or postgres (scale-out)"`
+	SQLite   SQLite   `yaml:"sqlite"`
+	Postgres Postgres `yaml:"postgres"`
+}
+
+// Postgres configures the PostgreSQL metadata store.
+type Postgres struct {
+	DSN      string `yaml:"dsn" doc:"PostgreSQL URL (postgres://user:pass@host:5432/wharf?sslmode=require) or key=value string"`
+	MaxConns int    `yaml:"max_conns" doc:"connection pool size per replica"`
+}
+
+// GC configures online garbage collection (also run by wharf gc).
+type GC struct {
+	Interval      time.Duration `yaml:"interval" doc:"run a collection pass this often in serve, on one replica at a time (0: never; run wharf gc instead)"`
+	ReviewDelay   time.Duration `yaml:"review_delay" doc:"a blob is collected only when unreferenced and not uploaded or mounted for this long"`
+	Untagged      string        `yaml:"untagged" doc:"keep or delete manifests that no tag, index or live subject references"`
+	UntaggedAfter time.Duration `yaml:"untagged_after" doc:"age an untagged manifest must reach before gc.untagged: delete removes it"`
 }
 
 // SQLite configures the embedded metadata store.
@@ -97,11 +197,18 @@ func Default() Config {
 		Addr:     ":5000",
 		DataDir:  "./data",
 		Log:      Log{Level: "info", Format: "auto"},
-		Storage:  Storage{Driver: "filesystem"},
-		Metadata: Metadata{Driver: "sqlite"},
+		Storage:  Storage{Driver: "filesystem", S3: S3{Region: "us-east-1", PartSize: 8 << 20}},
+		Metadata: Metadata{Driver: "sqlite", Postgres: Postgres{MaxConns: 16}},
+		GC:       GC{ReviewDelay: 24 * time.Hour, Untagged: "keep", UntaggedAfter: 24 * time.Hour},
 		Limits:   Limits{ManifestMaxBytes: 4 << 20, UploadMaxAge: 24 * time.Hour},
 		HTTP:     HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second},
 		Redirect: Redirect{Expiry: 20 * time.Minute},
+		Signing:  Signing{Signer: "local"},
+		Auth: Auth{
+			Mode: "none", Service: "wharf", BasicCacheTTL: time.Minute, CacheSize: 10000,
+			FailedLogins: FailedLogins{PerMinute: 10, Burst: 10},
+			Token:        Token{Issuer: "wharf-token-service", TTL: 5 * time.Minute},
+		},
 	}
 }
 
@@ -151,7 +258,7 @@ func Load(path string, environ []string) (Config, error) {
 }
 
 // ignoredEnv are WHARF_ variables that are not settings (used by tests).
-var ignoredEnv = map[string]bool{"WHARF_REQUIRE_SERVERS": true, "WHARF_CACHE": true, "WHARF_ARTIFACTS": true}
+var ignoredEnv = map[string]bool{"WHARF_REQUIRE_SERVERS": true, "WHARF_CACHE": true, "WHARF_ARTIFACTS": true, "WHARF_MINIO_BIN": true}
 
 // Validate checks values that cannot be checked by type alone.
 func (c Config) Validate() error {
@@ -159,11 +266,24 @@ func (c Config) Validate() error {
 	if c.Addr == "" {
 		errs = append(errs, errors.New("addr must not be empty"))
 	}
-	if c.Storage.Driver != "filesystem" {
-		errs = append(errs, fmt.Errorf("storage.driver %q: the only driver in this build is filesystem", c.Storage.Driver))
+	errs = append(errs, c.validateStorage()...)
+	switch c.Metadata.Driver {
+	case "sqlite":
+	case "postgres":
+		if c.Metadata.Postgres.DSN == "" {
+			errs = append(errs, errors.New("metadata.postgres.dsn (WHARF_METADATA_POSTGRES_DSN) is required with metadata.driver postgres"))
+		}
+		if c.Metadata.Postgres.MaxConns <= 0 {
+			errs = append(errs, errors.New("metadata.postgres.max_conns must be positive"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("metadata.driver %q: want sqlite or postgres", c.Metadata.Driver))
 	}
-	if c.Metadata.Driver != "sqlite" {
-		errs = append(errs, fmt.Errorf("metadata.driver %q: the only driver in this build is sqlite", c.Metadata.Driver))
+	if c.GC.Interval < 0 || c.GC.ReviewDelay < 0 || c.GC.UntaggedAfter < 0 {
+		errs = append(errs, errors.New("gc.interval, gc.review_delay and gc.untagged_after must not be negative"))
+	}
+	if c.GC.Untagged != "keep" && c.GC.Untagged != "delete" {
+		errs = append(errs, fmt.Errorf("gc.untagged %q: want keep or delete", c.GC.Untagged))
 	}
 	if c.Redirect.Expiry < time.Minute || c.Redirect.Expiry > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("redirect.expiry %s: want 1m to 168h", c.Redirect.Expiry))
@@ -181,6 +301,7 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.format %q: want auto, text or json", c.Log.Format))
 	}
+	errs = append(errs, c.validateAuth()...)
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("public_url %q must start with http:// or https://", c.PublicURL))
 	}
@@ -188,6 +309,38 @@ func (c Config) Validate() error {
 		return fmt.Errorf("config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+func (c Config) validateAuth() []error {
+	var errs []error
+	a := c.Auth
+	switch a.Mode {
+	case "none", "basic", "token":
+	default:
+		errs = append(errs, fmt.Errorf("auth.mode %q: want none, basic or token", a.Mode))
+	}
+	if a.Token.TTL < time.Minute || a.Token.TTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("auth.token.ttl %s: want 1m to 24h", a.Token.TTL))
+	}
+	if a.BasicCacheTTL < 0 || a.CacheSize <= 0 || a.FailedLogins.PerMinute <= 0 || a.FailedLogins.Burst <= 0 {
+		errs = append(errs, errors.New("auth.basic_cache_ttl must not be negative; auth.cache_size and auth.failed_logins.* must be positive"))
+	}
+	if (a.Token.ExternalIssuer == "") != (a.Token.ExternalKeys == "") {
+		errs = append(errs, errors.New("auth.token.external_issuer and auth.token.external_keys go together"))
+	}
+	if a.Service == "" || a.Token.Issuer == "" {
+		errs = append(errs, errors.New("auth.service and auth.token.issuer must not be empty"))
+	}
+	if _, err := auth.CompilePolicy(a.Policy); err != nil {
+		errs = append(errs, err)
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		errs = append(errs, errors.New("tls.cert and tls.key go together"))
+	}
+	if c.TLS.ClientCA != "" && c.TLS.Cert == "" {
+		errs = append(errs, errors.New("tls.client_ca needs tls.cert and tls.key"))
+	}
+	return errs
 }
 
 // field is one leaf setting.
@@ -210,6 +363,9 @@ func walk(v reflect.Value, envPrefix, keyPrefix string, fn func(field)) {
 			key = keyPrefix + "." + name
 		}
 		fv := v.Field(i)
+		if k := fv.Kind(); k == reflect.Slice || k == reflect.Map {
+			continue // lists and maps (auth.policy) are set in the file only
+		}
 		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Duration(0)) {
 			walk(fv, env, key, fn)
 			continue
@@ -259,4 +415,46 @@ func Reference() []Setting {
 		out = append(out, Setting{Key: f.key, Env: f.env, Default: fmt.Sprint(f.value.Interface()), Doc: f.doc})
 	})
 	return out
+}
+
+// validateStorage checks storage.* and signing.signer.
+func (c Config) validateStorage() []error {
+	var errs []error
+	switch c.Storage.Driver {
+	case "filesystem":
+	case "s3":
+		if c.Storage.S3.Bucket == "" {
+			errs = append(errs, errors.New("storage.s3.bucket (WHARF_STORAGE_S3_BUCKET) is required with storage.driver s3"))
+		}
+		if p := c.Storage.S3.PartSize; p < 5<<20 || p > 16<<20 {
+			errs = append(errs, fmt.Errorf("storage.s3.part_size %d: want 5242880 to 16777216", p))
+		}
+		if (c.Storage.S3.AccessKey == "") != (c.Storage.S3.SecretKey == "") {
+			errs = append(errs, errors.New("storage.s3.access_key and storage.s3.secret_key: set both, or neither for the AWS default credential chain"))
+		}
+		if e := c.Storage.S3.Endpoint; e != "" && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			errs = append(errs, fmt.Errorf("storage.s3.endpoint %q must start with http:// or https://", e))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem or s3", c.Storage.Driver))
+	}
+	switch c.Signing.Signer {
+	case "", "local":
+	case "s3":
+		if c.Storage.Driver != "s3" {
+			errs = append(errs, errors.New("signing.signer s3 needs storage.driver s3"))
+		}
+	case "cloudfront":
+		cf := c.Signing.CloudFront
+		if cf.BaseURL == "" || cf.KeyPairID == "" || cf.PrivateKeyFile == "" {
+			errs = append(errs, errors.New("signing.signer cloudfront needs signing.cloudfront.base_url, key_pair_id and private_key_file"))
+		}
+	case "cdn_hmac":
+		if c.Signing.CDNHMAC.BaseURL == "" || len(c.Signing.CDNHMAC.Secret) < 16 {
+			errs = append(errs, errors.New("signing.signer cdn_hmac needs signing.cdn_hmac.base_url and a secret of 16+ bytes"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("signing.signer %q: want local, s3, cloudfront or cdn_hmac", c.Signing.Signer))
+	}
+	return errs
 }

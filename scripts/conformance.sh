@@ -11,7 +11,7 @@
 #   CONFORMANCE_URL               registry to test instead of starting wharf (http:// or https://)
 #   CONFORMANCE_EXTRA_SERVE_ARGS  extra arguments appended to `wharf serve ...` (word-split)
 #   CONFORMANCE_TIMEOUT           seconds the suite may run (default 900)
-#   CONFORMANCE_START_TIMEOUT     seconds to wait for GET /v2/ to answer 200 (default 30)
+#   CONFORMANCE_START_TIMEOUT     seconds to wait for GET /v2/ to answer 200 (or 401: auth on) (default 30)
 #   CONFORMANCE_ALLOW_SKIPS=1     do not fail on skipped tests (failures still fail)
 #   CONFORMANCE_VERBOSE=1         print the suite's whole output (always saved to artifacts)
 #   OCI_*                         any setting of the suite (see docs/conformance-notes.md);
@@ -185,10 +185,10 @@ else
 				break
 			fi
 			status=$(http_status 127.0.0.1 "$port" /v2/)
-			[[ $status == 200 ]] && break
+			[[ $status == 200 || $status == 401 ]] && break # 401: up, with auth on
 			sleep 0.2
 		done
-		if [[ $status == 200 ]]; then
+		if [[ $status == 200 || $status == 401 ]]; then
 			started=1
 			break
 		fi

@@ -13,6 +13,13 @@ STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}"
 # The module has no tags; this pseudo-version is what the proxy serves.
 CONFORMANCE_MODULE="github.com/opencontainers/distribution-spec/conformance"
 CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
+# MinIO, the real S3 server the S3 blob store is tested against (no mocks).
+# Built from source through the Go module proxy: the module has no semver
+# tags, this pseudo-version is the newest the proxy serves
+# (`go list -m github.com/minio/minio@latest`) and it builds with Go 1.26.
+# Keep it in sync with internal/miniotest.Version.
+MINIO_MODULE="github.com/minio/minio"
+MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 
 # ---- locations ------------------------------------------------------------
 # Everything installed or built by the scripts lives here, outside the repo,
@@ -124,4 +131,114 @@ atomic_install() {
 	cp -f "$src" "$dest.tmp.$$"
 	chmod +x "$dest.tmp.$$"
 	mv -f "$dest.tmp.$$" "$dest"
+}
+
+# install_minio : build MinIO once into $WHARF_CACHE/bin/minio-$MINIO_VERSION
+# (a few minutes and ~3 GB of RAM the first time; instant afterwards) and
+# print its path on the last line.
+install_minio() {
+	local bin="$WHARF_CACHE/bin/minio-$MINIO_VERSION" tmp="$WHARF_CACHE/bin-tmp"
+	if [[ -x $bin ]]; then
+		info "minio: cached $bin"
+		return 0
+	fi
+	log "building minio $MINIO_VERSION from the Go module proxy (once; takes minutes)"
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	if ! (cd "$tmp" && GOBIN="$tmp" GOFLAGS='' GOWORK=off timeout --foreground 2400 \
+		nice -n 10 go install "$MINIO_MODULE@$MINIO_VERSION"); then
+		rm -rf "$tmp"
+		err "go install $MINIO_MODULE@$MINIO_VERSION failed"
+		return 1
+	fi
+	atomic_install "$tmp/minio" "$bin"
+	rm -rf "$tmp"
+	info "minio: built $bin"
+}
+
+# start_minio ENVFILE : start a MinIO with a fresh bucket in the background
+# (internal/miniotest/miniorun); writes WHARF_STORAGE_S3_* assignments to
+# ENVFILE and sets MINIORUN_PID. Stop it with stop_minio.
+MINIORUN_PID=''
+start_minio() {
+	local envfile=$1 i
+	rm -f "$envfile"
+	(cd "$REPO_ROOT" && timeout --foreground 300 go build -o "$envfile.bin" ./internal/miniotest/miniorun) || return 1
+	WHARF_MINIO_BIN="${WHARF_MINIO_BIN:-$WHARF_CACHE/bin/minio-$MINIO_VERSION}" "$envfile.bin" -env "$envfile" \
+		>"$envfile.log" 2>&1 </dev/null &
+	MINIORUN_PID=$!
+	for i in $(seq 1 600); do
+		[[ -s $envfile ]] && return 0
+		kill -0 "$MINIORUN_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	cat "$envfile.log" >&2 || true
+	stop_minio
+	return 1
+}
+stop_minio() {
+	if [[ -n $MINIORUN_PID ]]; then
+		kill -TERM "$MINIORUN_PID" 2>/dev/null || true
+		wait "$MINIORUN_PID" 2>/dev/null || true
+		MINIORUN_PID=''
+	fi
+}
+
+# pg_bindir : prints the directory holding PostgreSQL's initdb and postgres
+# (Debian keeps them out of PATH, in /usr/lib/postgresql/<version>/bin).
+pg_bindir() {
+	local d dirs=()
+	[[ -n ${WHARF_PG_BIN:-} ]] && dirs+=("$WHARF_PG_BIN")
+	# newest version first
+	while IFS= read -r d; do dirs+=("$d"); done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k4 -n -r)
+	for d in "${dirs[@]}"; do
+		if [[ -x $d/initdb && -x $d/postgres ]]; then
+			printf '%s' "$d"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# install_postgres : the PostgreSQL server binaries for internal/pgtest's
+# throwaway clusters (Debian package postgresql). Skipped when installed
+# (cache-friendly). Debian's own cluster is neither created nor started:
+# createcluster.conf says so before the package's postinst reads it, and a
+# temporary policy-rc.d (where none exists) keeps services from starting.
+install_postgres() {
+	local d
+	if d=$(pg_bindir); then
+		info "postgresql: $d"
+		return 0
+	fi
+	log "installing postgresql (Debian package)"
+	local policy_added=0
+	if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+	fi
+	if [[ ! -e /etc/postgresql-common/createcluster.conf && $(id -u) -eq 0 ]]; then
+		mkdir -p /etc/postgresql-common
+		printf 'create_main_cluster = false\n' >/etc/postgresql-common/createcluster.conf
+	fi
+	apt_install -o Dpkg::Options::=--force-confold postgresql >/dev/null || true
+	[[ $policy_added -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
+	d=$(pg_bindir) || { err "postgresql could not be installed (Debian package postgresql)"; return 1; }
+	info "postgresql: $d"
+}
+
+# install_haproxy : the load balancer of scripts/replicas.sh (Debian
+# package haproxy; its service is not used: replicas.sh runs its own).
+install_haproxy() {
+	if command -v haproxy >/dev/null 2>&1; then
+		info "haproxy: $(command -v haproxy)"
+		return 0
+	fi
+	log "installing haproxy (Debian package)"
+	local policy_added=0
+	if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+	fi
+	apt_install haproxy >/dev/null || true
+	[[ $policy_added -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
+	command -v haproxy >/dev/null 2>&1 || { err "haproxy could not be installed"; return 1; }
 }

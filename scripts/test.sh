@@ -99,8 +99,33 @@ step_setup() {
 	need_cmd gcc gcc
 	info "cache: $WHARF_CACHE"
 	install_staticcheck
+	install_client_test_packages
+	install_minio
+	install_postgres
+	install_haproxy
 	# fetch and build the conformance suite now, so a failure shows up as a setup problem
 	timeout --foreground 900 bash "$REPO_ROOT/scripts/conformance.sh" --build-only
+}
+
+# The client tests need CNCF Distribution 2.8 (a registry without the batch
+# endpoint: the fallback path) and skopeo (a real reader of `wharf export`'s
+# tarballs). Debian packages, installed only when missing; without them those
+# tests skip (and fail when WHARF_REQUIRE_SERVERS=1, as in CI).
+install_client_test_packages() {
+	local missing=() added_policy=''
+	[[ -x /usr/bin/docker-registry ]] || missing+=(docker-registry)
+	command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+	if [[ ${#missing[@]} -eq 0 ]]; then
+		info "docker-registry, skopeo: installed"
+		return 0
+	fi
+	log "installing ${missing[*]} with apt-get"
+	# policy-rc.d exit 101 keeps docker-registry's service from starting
+	if [[ ! -e /usr/sbin/policy-rc.d && -w /usr/sbin ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
+	fi
+	apt_install "${missing[@]}" >/dev/null || warn "could not install ${missing[*]}: the tests that need them will skip (or fail under CI)"
+	[[ -z $added_policy ]] || rm -f /usr/sbin/policy-rc.d
 }
 
 install_staticcheck() {
@@ -169,6 +194,10 @@ step_gotest() {
 	local rc=0 extra=() statuses
 	read -r -a extra <<<"${GO_TEST_FLAGS:-}"
 	info "WHARF_REQUIRE_SERVERS=${WHARF_REQUIRE_SERVERS:-<unset>}; full log: $GO_TEST_LOG"
+	# the MinIO that install_minio built (internal/miniotest), whatever MINIO_VERSION says
+	if [[ -z ${WHARF_MINIO_BIN:-} && -x $WHARF_CACHE/bin/minio-$MINIO_VERSION ]]; then
+		export WHARF_MINIO_BIN="$WHARF_CACHE/bin/minio-$MINIO_VERSION"
+	fi
 	# -v so every test is counted; the live output hides the RUN/PASS/SKIP bookkeeping lines.
 	set +e
 	CGO_ENABLED=1 timeout --foreground --kill-after=60 2100 \
@@ -223,6 +252,22 @@ step_fuzz() {
 
 CONFORMANCE_LOG="$LOGS/conformance.log"
 CONFORMANCE_REDIRECT_LOG="$LOGS/conformance-redirect.log"
+CONFORMANCE_S3_LOG="$LOGS/conformance-s3.log"
+CONFORMANCE_AUTH_LOG="$LOGS/conformance-auth.log"
+# Two replicas over PostgreSQL behind haproxy: conformance through the load
+# balancer, cross-replica tag moves, alternating chunks, a replica killed
+# mid-push (scripts/replicas.sh). Its conformance line is counted below.
+REPLICAS_LOG="$LOGS/replicas.log"
+CONFORMANCE_REPLICAS_LOG="$LOGS/conformance-replicas.log"
+step_replicas() {
+	local rc=0
+	set +e
+	bash "$REPO_ROOT/scripts/replicas.sh" 2>&1 | tee "$REPLICAS_LOG"
+	rc=${PIPESTATUS[0]}
+	set -e
+	grep -oE 'conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$REPLICAS_LOG" >"$CONFORMANCE_REPLICAS_LOG" || true
+	return "$rc"
+}
 step_conformance() {
 	timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_LOG"
 }
@@ -231,6 +276,53 @@ step_conformance() {
 step_conformance_redirect() {
 	OCI_VERSION=dev WHARF_REDIRECT_ENABLED=true WHARF_ARTIFACTS="$WHARF_ARTIFACTS/redirect" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_REDIRECT_LOG"
+}
+
+# The same suite with blobs in S3 (a MinIO started for the run), pre-signed
+# S3 URLs as the signer and redirects on: blob GETs go straight to MinIO.
+step_conformance_s3() {
+	local envfile="$WHARF_ARTIFACTS/minio/minio.env" rc=0
+	mkdir -p "$(dirname "$envfile")"
+	start_minio "$envfile" || { err "could not start MinIO (scripts/lib.sh install_minio)"; return 1; }
+	trap stop_minio EXIT
+	set -a
+	# shellcheck disable=SC1090
+	source "$envfile"
+	set +a
+	info "MinIO at $WHARF_STORAGE_S3_ENDPOINT, bucket $WHARF_STORAGE_S3_BUCKET"
+	WHARF_STORAGE_DRIVER=s3 WHARF_STORAGE_S3_PREFIX=conformance/ WHARF_SIGNING_SIGNER=s3 WHARF_REDIRECT_ENABLED=true \
+		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/s3" \
+		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_S3_LOG" || rc=$?
+	stop_minio
+	return "$rc"
+}
+
+# The same suite with auth on, in token mode: every request of the suite does
+# the token dance (401 + Bearer challenge -> GET /token with Basic -> retry) as
+# a user the policy gives pull/push/delete on conformance/** (not an admin).
+step_conformance_auth() {
+	local dir rc=0
+	dir=$(mktemp -d "${TMPDIR:-/tmp}/wharf-conf-auth.XXXXXX")
+	# shellcheck disable=SC2064
+	trap "rm -rf '$dir'" EXIT
+	printf 'conformance-password\n' | timeout --foreground 600 go run ./cmd/wharf user add \
+		--htpasswd "$dir/htpasswd" --cost 4 conformance >/dev/null
+	cat >"$dir/wharf.yaml" <<EOF
+auth:
+  mode: token
+  htpasswd: $dir/htpasswd
+  token:
+    key_file: $dir/token-key.pem
+  policy:
+    rules:
+      - users: [conformance]
+        repos: ["conformance/**"]
+        actions: [pull, push, delete]
+EOF
+	OCI_USERNAME=conformance OCI_PASSWORD=conformance-password CONFORMANCE_EXTRA_SERVE_ARGS="--config $dir/wharf.yaml" \
+		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/auth" \
+		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_AUTH_LOG" || rc=$?
+	return "$rc"
 }
 
 if [[ ${1:-} == --step ]]; then
@@ -246,7 +338,7 @@ fi
 # ---- run ------------------------------------------------------------------------
 SECONDS=0
 started=0
-rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG"
+rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG" "$CONFORMANCE_S3_LOG" "$CONFORMANCE_AUTH_LOG" "$CONFORMANCE_REPLICAS_LOG" "$REPLICAS_LOG"
 run_step setup step_setup
 run_step build step_build
 build_ok=0
@@ -263,12 +355,21 @@ fi
 if [[ ${WHARF_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
 	not_run conformance skip "WHARF_SKIP_CONFORMANCE=1"
 	not_run "conf. redirect" skip "WHARF_SKIP_CONFORMANCE=1"
+	not_run "conf. s3" skip "WHARF_SKIP_CONFORMANCE=1"
+	not_run "conf. auth" skip "WHARF_SKIP_CONFORMANCE=1"
+	not_run replicas skip "WHARF_SKIP_CONFORMANCE=1"
 elif [[ $build_ok -ne 1 ]]; then
 	not_run conformance fail "the build failed"
 	not_run "conf. redirect" fail "the build failed"
+	not_run "conf. s3" fail "the build failed"
+	not_run "conf. auth" fail "the build failed"
+	not_run replicas fail "the build failed"
 else
 	run_step conformance step_conformance
 	run_step "conf. redirect" step_conformance_redirect
+	run_step "conf. s3" step_conformance_s3
+	run_step "conf. auth" step_conformance_auth
+	run_step replicas step_replicas
 fi
 
 # ---- counts -----------------------------------------------------------------------
@@ -279,7 +380,7 @@ GO_TESTS_SKIPPED=$(count '^[[:space:]]*--- SKIP:' "$GO_TEST_LOG")
 GO_PKGS_OK=$(count '^ok[[:space:]]' "$GO_TEST_LOG")
 GO_PKGS_FAILED=$(count '^FAIL[[:space:]]' "$GO_TEST_LOG")
 CONF_PASSED=0 CONF_FAILED=0 CONF_SKIPPED=0
-for log in "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG"; do
+for log in "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG" "$CONFORMANCE_S3_LOG" "$CONFORMANCE_AUTH_LOG" "$CONFORMANCE_REPLICAS_LOG"; do
 	[[ -f $log ]] || continue
 	line=$(grep -E '^conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1) || true
 	if [[ -n $line ]]; then

@@ -148,11 +148,19 @@ func LoadOrCreateKeys(path string) (active Key, all []Key, err error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return Key{}, nil, err
 		}
-		tmp := path + ".tmp"
+		// Write a private temporary file, then link it into place: link
+		// fails when the file exists, so replicas starting together on a
+		// shared volume agree on whichever key was linked first.
+		tmp := fmt.Sprintf("%s.tmp-%d-%s", path, os.Getpid(), randomHex(4))
 		if err := os.WriteFile(tmp, data, 0o600); err != nil {
 			return Key{}, nil, err
 		}
-		if err := os.Rename(tmp, path); err != nil {
+		err = os.Link(tmp, path)
+		_ = os.Remove(tmp)
+		if errors.Is(err, os.ErrExist) {
+			return LoadOrCreateKeys(path)
+		}
+		if err != nil {
 			return Key{}, nil, err
 		}
 		return k, kf.Keys, nil

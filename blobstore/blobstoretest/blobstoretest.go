@@ -25,6 +25,8 @@ import (
 func Run(t *testing.T, newStore func(t *testing.T) registry.BlobStore, reopen func(t *testing.T, s registry.BlobStore) registry.BlobStore) {
 	t.Run("ChunkSizes", func(t *testing.T) { testChunkSizes(t, newStore(t)) })
 	t.Run("TruncatesUnrecordedTail", func(t *testing.T) { testTruncate(t, newStore(t)) })
+	t.Run("TruncatesUnrecordedPart", func(t *testing.T) { testTruncatePart(t, newStore(t)) })
+	t.Run("TinyChunksAcrossPartBoundary", func(t *testing.T) { testTinyChunks(t, newStore(t)) })
 	t.Run("Reader", func(t *testing.T) { testReader(t, newStore(t)) })
 	t.Run("ConcurrentIdenticalUploads", func(t *testing.T) { testConcurrentIdentical(t, newStore(t)) })
 	t.Run("AbortAndDelete", func(t *testing.T) { testAbortDelete(t, newStore(t)) })
@@ -136,6 +138,39 @@ func testTruncate(t *testing.T, s registry.BlobStore) {
 	commitAndCheck(t, s, u, data)
 }
 
+// testTruncatePart: an unrecorded write that crossed S3's 5 MiB part
+// boundary (so a backend may have flushed a part) is dropped too.
+func testTruncatePart(t *testing.T, s registry.BlobStore) {
+	u := newUpload(t, s)
+	data := randomBytes(7 << 20)
+	appendAll(t, s, u, data[:5<<20-10], 5<<20-10)
+	if _, err := s.Uploads().Append(context.Background(), u, bytes.NewReader(randomBytes(1<<20))); err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, u, data[5<<20-10:], 1<<20)
+	commitAndCheck(t, s, u, data)
+}
+
+// testTinyChunks: 1-byte chunks (any size is legal in OCI) across the
+// 5 MiB minimum part size of S3, with a Reader check on the way.
+func testTinyChunks(t *testing.T, s registry.BlobStore) {
+	u := newUpload(t, s)
+	data := randomBytes(5<<20 + 4096)
+	appendAll(t, s, u, data[:5<<20-20], 5<<20-20)
+	appendAll(t, s, u, data[5<<20-20:5<<20+20], 1)
+	appendAll(t, s, u, data[5<<20+20:], 1000)
+	rd, err := s.Uploads().Reader(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rd)
+	rd.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Reader: %d bytes, err %v", len(got), err)
+	}
+	commitAndCheck(t, s, u, data)
+}
+
 func testReader(t *testing.T, s registry.BlobStore) {
 	u := newUpload(t, s)
 	data := randomBytes(10000)
@@ -220,6 +255,13 @@ func testResume(t *testing.T, s registry.BlobStore, reopen func(*testing.T, regi
 	saved := *u // what the metadata store would have persisted
 	s2 := reopen(t, s)
 	u2 := saved
-	appendAll(t, s2, &u2, data[5<<20:], 1<<20)
+	appendAll(t, s2, &u2, data[5<<20:6<<20-5], 1<<20)
+	// Several restarts in the middle of a tail made of small chunks.
+	for i := 5; i > 0; i-- {
+		saved = u2
+		s2 = reopen(t, s2)
+		u2 = saved
+		appendAll(t, s2, &u2, data[6<<20-i:6<<20-i+1], 1)
+	}
 	commitAndCheck(t, s2, &u2, data)
 }

@@ -26,7 +26,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newVersionCmd(), newUserCmd(), newMigrateCmd(), newGCCmd())
+	root.AddCommand(newPullCmd(), newExportCmd(), newCopyCmd(), newBlobsCmd())
 	return root
 }
 

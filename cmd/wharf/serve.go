@@ -11,14 +11,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/wharf-registry/wharf/blobstore/filesystem"
+	"github.com/wharf-registry/wharf/auth/service"
 	"github.com/wharf-registry/wharf/config"
-	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/server"
 	"github.com/wharf-registry/wharf/signer"
@@ -29,6 +27,8 @@ func newServeCmd() *cobra.Command {
 		configFile string
 		addr       string
 		dataDir    string
+		tlsCert    string
+		tlsKey     string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -50,6 +50,12 @@ environment variables, then flags.`,
 			if cmd.Flags().Changed("data-dir") {
 				cfg.DataDir = dataDir
 			}
+			if cmd.Flags().Changed("tls-cert") || cmd.Flags().Changed("tls-key") {
+				cfg.TLS.Cert, cfg.TLS.Key = tlsCert, tlsKey
+				if err := cfg.Validate(); err != nil {
+					return err
+				}
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return serve(ctx, cfg)
@@ -59,6 +65,8 @@ environment variables, then flags.`,
 	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
 	f.StringVar(&addr, "addr", ":5000", "listen address (WHARF_ADDR)")
 	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
+	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (WHARF_TLS_CERT)")
+	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert (WHARF_TLS_KEY)")
 	return cmd
 }
 
@@ -88,15 +96,11 @@ func serve(ctx context.Context, cfg config.Config) error {
 	if blobRoot == "" {
 		blobRoot = filepath.Join(cfg.DataDir, "blobs")
 	}
-	dbPath := cfg.Metadata.SQLite.Path
-	if dbPath == "" {
-		dbPath = filepath.Join(cfg.DataDir, "wharf.db")
-	}
-	blobs, err := filesystem.New(blobRoot)
+	blobs, blobRoot, err := openBlobStore(ctx, cfg, blobRoot)
 	if err != nil {
 		return err
 	}
-	meta, err := sqlite.Open(ctx, dbPath)
+	meta, dbPath, err := openMetadata(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -115,11 +119,26 @@ func serve(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 
-	reg := registry.New(meta, blobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: sign})
+	urls, err := urlSigner(cfg, blobs, sign)
+	if err != nil {
+		return err
+	}
+	reg := registry.New(meta, blobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: urls})
+	authz, tokenHandler, err := newAuth(cfg, log)
+	if err != nil {
+		return err
+	}
+	tlsConfig, err := newTLSConfig(cfg.TLS)
+	if err != nil {
+		return err
+	}
 	srv := server.New(server.Options{
-		Registry: reg, Logger: log, PublicURL: cfg.PublicURL,
+		Registry: reg, Logger: log, PublicURL: cfg.PublicURL, Auth: authz,
 		Downloads: sign, Redirect: cfg.Redirect.Enabled, RedirectExpiry: cfg.Redirect.Expiry,
 	})
+	if tokenHandler != nil {
+		srv.Handle(service.TokenPath, tokenHandler)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -130,13 +149,22 @@ func serve(ctx context.Context, cfg config.Config) error {
 		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig,
 	}
-	go expireUploads(ctx, reg, cfg.Limits.UploadMaxAge, log)
+	warnPlainHTTP(cfg, ln, log)
+	background(ctx, cfg, meta, reg, blobs, log)
 
 	log.Info("wharf serving", "version", version, "addr", ln.Addr().String(),
-		"metadata", dbPath, "blobs", blobRoot, "signing_key", active.ID, "redirect", cfg.Redirect.Enabled)
+		"metadata", dbPath, "blobs", blobRoot, "signing_key", active.ID, "signer", cfg.Signing.Signer, "redirect", cfg.Redirect.Enabled,
+		"auth", cfg.Auth.Mode, "tls", tlsConfig != nil)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() {
+		if tlsConfig != nil {
+			errc <- hs.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -153,26 +181,4 @@ func serve(ctx context.Context, cfg config.Config) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// expireUploads aborts idle upload sessions every few minutes.
-func expireUploads(ctx context.Context, reg *registry.Registry, maxAge time.Duration, log *slog.Logger) {
-	if maxAge <= 0 {
-		return
-	}
-	t := time.NewTicker(min(maxAge/4, 10*time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			n, err := reg.ExpireUploads(ctx, maxAge)
-			if err != nil {
-				log.Warn("expiring uploads", "err", err)
-			} else if n > 0 {
-				log.Info("expired idle uploads", "count", n)
-			}
-		}
-	}
 }

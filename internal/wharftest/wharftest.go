@@ -7,12 +7,14 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
 	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/registry"
@@ -41,6 +43,15 @@ type Options struct {
 	Redirect bool
 	// Keys replaces the generated signing key: the first signs, all verify.
 	Keys []signer.Key
+	// Blobs replaces the filesystem blob store under Dir (an S3 store on
+	// MinIO, say). Registry.Signer picks the signer (an S3 store signs
+	// its own pre-signed URLs); the local signer is the default.
+	Blobs registry.BlobStore
+	// Auth decides requests (nil allows everything).
+	Auth auth.Authorizer
+	// Handlers are served beside /v2/, by path pattern (the token
+	// endpoint: {"/token": svc.TokenHandler()}).
+	Handlers map[string]http.Handler
 }
 
 // Start runs a registry until the test ends.
@@ -54,9 +65,13 @@ func Start(t testing.TB, opts ...Options) *Registry {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	blobs, err := filesystem.New(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
+	blobs := o.Blobs
+	if blobs == nil {
+		fs, err := filesystem.New(filepath.Join(dir, "blobs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = fs
 	}
 	meta, err := sqlite.Open(context.Background(), filepath.Join(dir, "wharf.db"))
 	if err != nil {
@@ -83,7 +98,10 @@ func Start(t testing.TB, opts ...Options) *Registry {
 		ro.Signer = sign
 	}
 	reg := registry.New(meta, blobs, ro)
-	srv := server.New(server.Options{Registry: reg, Logger: log, Downloads: sign, Redirect: o.Redirect, Now: ro.Now})
+	srv := server.New(server.Options{Registry: reg, Logger: log, Downloads: sign, Redirect: o.Redirect, Now: ro.Now, Auth: o.Auth})
+	for pattern, h := range o.Handlers {
+		srv.Handle(pattern, h)
+	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		hs.Close()

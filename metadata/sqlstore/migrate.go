@@ -88,22 +88,34 @@ func Migrate(ctx context.Context, db *sql.DB, all []Migration, d Dialect) ([]Mig
 		return nil, err
 	}
 	s := &Store{dialect: d}
+	var done []Migration
 	for _, m := range pending {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return nil, err
+		if err := s.apply(ctx, db, m); err != nil {
+			// Another process may have applied it meanwhile (engines
+			// without advisory locks): then its transaction won and ours
+			// rolled back, which is fine.
+			if again, perr := Pending(ctx, db, []Migration{m}); perr == nil && len(again) == 0 {
+				continue
+			}
+			return done, fmt.Errorf("migration %s: %w", m.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-			_ = tx.Rollback()
-			return nil, fmt.Errorf("migration %s: %w", m.Name, err)
-		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`), m.Version, m.Name, now()); err != nil {
-			_ = tx.Rollback()
-			return nil, fmt.Errorf("migration %s: %w", m.Name, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return nil, fmt.Errorf("migration %s: %w", m.Name, err)
-		}
+		done = append(done, m)
 	}
-	return pending, nil
+	return done, nil
+}
+
+func (s *Store) apply(ctx context.Context, db *sql.DB, m Migration) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`), m.Version, m.Name, now()); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }

@@ -25,7 +25,22 @@ import (
 type Dialect struct {
 	// Numbered placeholders ($1, $2, ...) instead of '?'.
 	Numbered bool
+	// RowLocks: the engine has SELECT ... FOR SHARE / FOR UPDATE (PostgreSQL
+	// and compatibles). Without it (SQLite) write transactions are
+	// serialized anyway, so the locking clauses are left out.
+	RowLocks bool
+	// Notify: every write transaction that changes what a repository serves
+	// also runs pg_notify(NotifyChannel, repo), delivered on commit, so
+	// other replicas can drop their caches for that repository.
+	Notify bool
+	// Retryable reports errors after which a whole transaction may be run
+	// again (serialization failures, deadlocks); nil: none.
+	Retryable func(error) bool
 }
+
+// NotifyChannel is the LISTEN/NOTIFY channel that carries repository names
+// whose manifests, tags or blob links changed.
+const NotifyChannel = "wharf_repo"
 
 // Store is a registry.MetadataStore over one or two *sql.DB. SQLite wants a
 // single writer connection beside a pool of readers; PostgreSQL passes the
@@ -69,8 +84,19 @@ func (s *Store) q(query string) string {
 
 func now() int64 { return time.Now().UnixNano() }
 
-// tx runs fn in a write transaction.
+// tx runs fn in a write transaction, again (a few times) when the engine
+// says the transaction lost a race it may retry.
 func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.tx1(ctx, fn)
+		if err == nil || s.dialect.Retryable == nil || attempt >= 4 || !s.dialect.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+	}
+}
+
+func (s *Store) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -80,6 +106,30 @@ func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
+}
+
+// changed tells other replicas, on commit, that repo changed.
+func (s *Store) changed(ctx context.Context, tx *sql.Tx, repo string) error {
+	if !s.dialect.Notify {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, s.q(`SELECT pg_notify('`+NotifyChannel+`', ?)`), repo)
+	return err
+}
+
+// forShare and forUpdate are the row-locking clauses where the engine has them.
+func (s *Store) forShare() string {
+	if s.dialect.RowLocks {
+		return ` FOR SHARE`
+	}
+	return ``
+}
+
+func (s *Store) forUpdate() string {
+	if s.dialect.RowLocks {
+		return ` FOR UPDATE`
+	}
+	return ``
 }
 
 func notFound(err error) error {
@@ -182,7 +232,9 @@ func (s *Store) link(ctx context.Context, tx *sql.Tx, repo string, d digest.Dige
 func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var one int
-		if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM blobs WHERE digest = ?`), string(d)).Scan(&one); err != nil {
+		// FOR SHARE: garbage collection deletes a blob row under FOR
+		// UPDATE, so a link and a collection of one blob never interleave.
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM blobs WHERE digest = ?`+s.forShare()), string(d)).Scan(&one); err != nil {
 			return notFound(err)
 		}
 		return s.link(ctx, tx, repo, d)
@@ -199,7 +251,7 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) er
 		if n, _ := res.RowsAffected(); n == 0 {
 			return registry.ErrNotFound
 		}
-		return nil
+		return s.changed(ctx, tx, repo)
 	})
 }
 
@@ -208,6 +260,13 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var missing registry.MissingReferencesError
 		for _, d := range m.Blobs {
+			// Lock the blob row first (see LinkBlob): once this manifest
+			// commits, garbage collection sees its reference.
+			if s.dialect.RowLocks {
+				if _, err := s.exists(ctx, tx, `SELECT 1 FROM blobs WHERE digest = ?`+s.forShare(), string(d)); err != nil {
+					return err
+				}
+			}
 			ok, err := s.exists(ctx, tx, `SELECT 1 FROM repository_blobs WHERE repo = ? AND digest = ?`, repo, string(d))
 			if err != nil {
 				return err
@@ -217,7 +276,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 			}
 		}
 		for _, d := range m.Children {
-			ok, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`, repo, string(d))
+			ok, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`+s.forShare(), repo, string(d))
 			if err != nil {
 				return err
 			}
@@ -243,7 +302,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 		subject := sql.NullString{String: string(r.Subject), Valid: r.Subject != ""}
 		t := now()
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO manifests (repo, digest, media_type, artifact_type, subject, annotations, payload, size, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, digest) DO NOTHING`),
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repo, digest) DO UPDATE SET created_at = manifests.created_at`),
 			repo, string(r.Digest), r.MediaType, r.ArtifactType, subject, ann, r.Payload, int64(len(r.Payload)), t); err != nil {
 			return err
 		}
@@ -266,7 +325,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 				return err
 			}
 		}
-		return nil
+		return s.changed(ctx, tx, repo)
 	})
 }
 
@@ -326,20 +385,22 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 				return err
 			}
 		}
-		return nil
+		return s.changed(ctx, tx, repo)
 	})
 }
 
 // DeleteTag implements registry.MetadataStore.
 func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
-	res, err := s.write.ExecContext(ctx, s.q(`DELETE FROM tags WHERE repo = ? AND name = ?`), repo, tag)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return registry.ErrNotFound
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM tags WHERE repo = ? AND name = ?`), repo, tag)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return registry.ErrNotFound
+		}
+		return s.changed(ctx, tx, repo)
+	})
 }
 
 // Tags implements registry.MetadataStore.

@@ -1,0 +1,194 @@
+package service
+
+import (
+	"crypto"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/wharf-registry/wharf/auth"
+	"github.com/wharf-registry/wharf/auth/htpasswd"
+	"github.com/wharf-registry/wharf/auth/token"
+)
+
+func TestLoginLimiter(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	l := newLoginLimiter(6, 3, 100) // one token per 10s, burst 3
+	for i := range 3 {
+		if d := l.wait(now, "ip:a", "user:u"); d != 0 {
+			t.Fatalf("blocked after %d failures", i)
+		}
+		l.fail(now, "ip:a", "user:u")
+	}
+	d := l.wait(now, "ip:a", "user:u")
+	if d <= 9*time.Second || d > 10*time.Second {
+		t.Errorf("wait = %v, want ~10s", d)
+	}
+	if l.wait(now, "ip:b", "user:v") != 0 {
+		t.Error("other keys blocked")
+	}
+	if l.wait(now, "ip:b", "user:u") == 0 {
+		t.Error("the user is blocked from any address")
+	}
+	if l.wait(now.Add(10*time.Second), "ip:a") != 0 {
+		t.Error("not refilled after 10s")
+	}
+}
+
+func TestLoginLimiterBounded(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	l := newLoginLimiter(60, 5, 50)
+	for i := range 10_000 {
+		l.fail(now, fmt.Sprintf("ip:%d", i))
+	}
+	if n := l.size(); n > 50 {
+		t.Errorf("%d buckets kept, max 50", n)
+	}
+	// A key that is failing hard is kept in preference to idle ones
+	// when they have refilled.
+	for range 5 {
+		l.fail(now, "ip:attacker")
+	}
+	later := now.Add(time.Minute)
+	for i := range 49 {
+		l.fail(later, fmt.Sprintf("ip:new-%d", i))
+	}
+	if l.wait(later, "ip:attacker") == 0 {
+		t.Log("attacker bucket evicted (allowed: eviction is arbitrary when every bucket is in use)")
+	}
+}
+
+func TestCacheBoundedAndExpiring(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	c := newCache[int](160)
+	for i := range 10_000 {
+		c.put(cacheKey("k", fmt.Sprint(i)), i, now.Add(time.Minute), now)
+	}
+	if n := c.len(); n > 160 {
+		t.Errorf("%d entries, max 160", n)
+	}
+	k := cacheKey("k", "x")
+	c.put(k, 42, now.Add(time.Minute), now)
+	if v, ok := c.get(k, now); !ok || v != 42 {
+		t.Error("fresh entry missing")
+	}
+	if _, ok := c.get(k, now.Add(time.Minute)); ok {
+		t.Error("expired entry served")
+	}
+	if cacheKey("basic", "a") == cacheKey("bearer", "a") {
+		t.Error("kinds share keys")
+	}
+}
+
+func TestParseScope(t *testing.T) {
+	for in, want := range map[string]string{
+		"repository:team/app:pull,push":      "repository team/app [pull push]",
+		"repository:localhost:5000/app:pull": "repository localhost:5000/app [pull]",
+		"repository(plugin):team/app:pull":   "repository team/app [pull]",
+		"registry:catalog:*":                 "registry catalog [*]",
+		"repository:x:":                      "",
+		"nonsense":                           "",
+		"repository::pull":                   "",
+	} {
+		a, ok := parseScope(in)
+		got := ""
+		if ok {
+			got = fmt.Sprint(a.Type, " ", a.Name, " ", a.Actions)
+		}
+		if got != want {
+			t.Errorf("parseScope(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// benchService is a token-mode service with one user.
+func benchService(b *testing.B) (*Service, *token.Issuer) {
+	dir := b.TempDir()
+	f := &htpasswd.File{}
+	if err := f.Set("writer", "pw", bcrypt.DefaultCost); err != nil {
+		b.Fatal(err)
+	}
+	hp := filepath.Join(dir, "htpasswd")
+	if err := f.Save(hp); err != nil {
+		b.Fatal(err)
+	}
+	policy, err := auth.CompilePolicy(auth.PolicySpec{Rules: []auth.RuleSpec{{Users: []string{"writer"}, Repos: []string{"team/**"}, Actions: []string{"pull", "push"}}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := token.LoadOrCreateSigningKey(filepath.Join(dir, "k.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	iss, err := token.NewIssuer(key, "i", "s", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Options{
+		Mode: ModeToken, Htpasswd: hp, Policy: policy, Issuer: iss, Service: "s",
+		Verifier: token.NewVerifier("s", nil, &token.KeySet{Issuer: "i", Keys: map[string]crypto.PublicKey{"k": key.Public()}}),
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, iss
+}
+
+var benchScope = auth.Scope{Repo: "team/app", Actions: []auth.Action{auth.Pull}}
+
+// The hot path: a request with a token verified before (cached).
+func BenchmarkAuthorizeCachedToken(b *testing.B) {
+	s, iss := benchService(b)
+	tok, _, _ := iss.Issue("writer", []auth.Access{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}}, time.Hour)
+	r := httptest.NewRequest("HEAD", "/v2/team/app/manifests/latest", nil)
+	r.Header.Set("Authorization", "Bearer "+tok)
+	if _, err := s.Authorize(r, benchScope); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Authorize(r, benchScope); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// Cached Basic credentials (bcrypt once per cache TTL).
+func BenchmarkAuthorizeCachedBasic(b *testing.B) {
+	s, _ := benchService(b)
+	r := httptest.NewRequest("HEAD", "/v2/team/app/manifests/latest", nil)
+	r.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("writer:pw")))
+	if _, err := s.Authorize(r, benchScope); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Authorize(r, benchScope); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// What the cache saves: a signature check per request.
+func BenchmarkAuthorizeUncachedToken(b *testing.B) {
+	s, iss := benchService(b)
+	tok, _, _ := iss.Issue("writer", []auth.Access{{Type: "repository", Name: "team/app", Actions: []string{"pull"}}}, time.Hour)
+	for b.Loop() {
+		s.bearer.clear()
+		if _, err := s.o.Verifier.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,459 @@
+// Package service is Wharf's authentication service: the auth.Authorizer
+// of the "basic" and "token" modes (htpasswd users, client certificates,
+// bearer tokens of the built-in token service or of external issuers,
+// evaluated against an auth.Policy) and the token endpoint of the Docker
+// registry token specification.
+//
+// Decisions, for a request needing actions A on repository R:
+//
+//   - no credentials: allowed when the policy gives anonymous callers A on
+//     R, else 401 UNAUTHORIZED with a challenge;
+//   - credentials that do not verify (wrong password, unknown user, bad,
+//     expired or tampered token): 401 UNAUTHORIZED, the same answer in
+//     every case;
+//   - Basic credentials or a client certificate of a user the policy does
+//     not give A on R: 403 DENIED;
+//   - a valid token whose access claim does not cover A on R: 401 with a
+//     challenge naming the scope needed (error="insufficient_scope"), as
+//     the token specification asks, so the client fetches a token for it —
+//     except when the token is one of ours and the policy would not grant
+//     the scope to its subject anyway: then 403 DENIED, since a new token
+//     cannot help;
+//   - too many failed logins from the client address or for the user:
+//     429 TOOMANYREQUESTS with Retry-After, before any password check.
+//
+// The base endpoint and the catalog need an authenticated caller (not an
+// anonymous token); the catalog lists what the caller may pull (all of it
+// for an admin). The signed-download route needs no credentials at all:
+// its signature is the credential. Authorization happens before the registry is asked
+// anything, so a caller who may not pull a repository cannot tell whether
+// it exists.
+package service
+
+import (
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wharf-registry/wharf/auth"
+	"github.com/wharf-registry/wharf/auth/htpasswd"
+	"github.com/wharf-registry/wharf/auth/token"
+	"github.com/wharf-registry/wharf/oci"
+)
+
+// Mode is how callers authenticate on /v2/.
+type Mode string
+
+// The modes besides "none" (auth.AllowAll).
+const (
+	// ModeBasic: Basic credentials (or a client certificate) on every
+	// request; challenges are Basic.
+	ModeBasic Mode = "basic"
+	// ModeToken: bearer tokens; challenges send clients to the token
+	// service. Basic credentials are accepted on /v2/ as well.
+	ModeToken Mode = "token"
+)
+
+// Options configure a Service.
+type Options struct {
+	Mode Mode
+	// Htpasswd is the users file; it is re-read when it changes.
+	Htpasswd string
+	Policy   *auth.Policy
+	// Issuer is the built-in token service; nil serves no tokens.
+	Issuer *token.Issuer
+	// Verifier accepts tokens (of Issuer and of external issuers).
+	Verifier *token.Verifier
+	// Service is the token "service" (audience) named in challenges.
+	Service string
+	// Realm is the token endpoint named in challenges; empty is
+	// PublicURL + "/token", or the request's own base URL + "/token".
+	Realm     string
+	PublicURL string
+	// TokenTTL is the lifetime of issued tokens (default 5m).
+	TokenTTL time.Duration
+	// BasicCacheTTL is how long verified Basic credentials are remembered
+	// (default 1m); CacheSize bounds each cache (default 10000).
+	BasicCacheTTL time.Duration
+	CacheSize     int
+	// FailedLoginsPerMinute and FailedLoginsBurst shape the failed-login
+	// buckets of each client address and each user (default 10 and 10).
+	FailedLoginsPerMinute float64
+	FailedLoginsBurst     int
+	Logger                *slog.Logger
+	Now                   func() time.Time
+}
+
+// Service authenticates and authorizes requests. It is an auth.Authorizer.
+type Service struct {
+	o        Options
+	log      *slog.Logger
+	now      func() time.Time
+	users    atomic.Pointer[htpasswd.File]
+	reload   sync.Mutex
+	fileStat atomic.Pointer[fileStamp]
+	nextStat atomic.Int64 // unix nanos of the next htpasswd stat
+	basic    *cache[principal]
+	bearer   *cache[principal]
+	limiter  *loginLimiter
+	warnedAt atomic.Int64
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// principal is what verifying a credential established.
+type principal struct {
+	id auth.Identity
+	// bearer: authenticated by a token, whose access claim binds.
+	bearer bool
+	// own: the token is the built-in issuer's.
+	own bool
+}
+
+// New returns a Service.
+func New(o Options) (*Service, error) {
+	if o.Mode != ModeBasic && o.Mode != ModeToken {
+		return nil, errors.New("auth service: mode must be basic or token")
+	}
+	if o.Mode == ModeToken && o.Verifier == nil {
+		return nil, errors.New("auth service: token mode needs a token verifier")
+	}
+	if o.Policy == nil {
+		p, err := auth.CompilePolicy(auth.PolicySpec{})
+		if err != nil {
+			return nil, err
+		}
+		o.Policy = p
+	}
+	if o.Service == "" {
+		o.Service = "wharf"
+	}
+	if o.TokenTTL <= 0 {
+		o.TokenTTL = 5 * time.Minute
+	}
+	if o.BasicCacheTTL <= 0 {
+		o.BasicCacheTTL = time.Minute
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 10000
+	}
+	if o.FailedLoginsPerMinute <= 0 {
+		o.FailedLoginsPerMinute = 10
+	}
+	if o.FailedLoginsBurst <= 0 {
+		o.FailedLoginsBurst = 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Service{
+		o: o, log: o.Logger, now: o.Now,
+		basic:   newCache[principal](o.CacheSize),
+		bearer:  newCache[principal](o.CacheSize),
+		limiter: newLoginLimiter(o.FailedLoginsPerMinute, o.FailedLoginsBurst, o.CacheSize),
+	}
+	s.users.Store(&htpasswd.File{})
+	if o.Htpasswd != "" {
+		if err := s.loadUsers(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// loadUsers (re)reads the htpasswd file. A file that fails to parse on
+// reload keeps the users loaded before (and logs why).
+func (s *Service) loadUsers() error {
+	st, err := os.Stat(s.o.Htpasswd)
+	stamp := &fileStamp{}
+	if err == nil {
+		stamp = &fileStamp{mod: st.ModTime(), size: st.Size()}
+	}
+	f, err := htpasswd.Load(s.o.Htpasswd)
+	if err != nil {
+		return err
+	}
+	s.users.Store(f)
+	s.fileStat.Store(stamp)
+	s.basic.clear()
+	return nil
+}
+
+// maybeReload stats the htpasswd file at most every two seconds and
+// re-reads it when it changed, so `wharf user add/remove` take effect on
+// a running registry.
+func (s *Service) maybeReload(now time.Time) {
+	if s.o.Htpasswd == "" || now.UnixNano() < s.nextStat.Load() {
+		return
+	}
+	if !s.reload.TryLock() {
+		return
+	}
+	defer s.reload.Unlock()
+	s.nextStat.Store(now.Add(2 * time.Second).UnixNano())
+	st, err := os.Stat(s.o.Htpasswd)
+	stamp := &fileStamp{}
+	if err == nil {
+		stamp = &fileStamp{mod: st.ModTime(), size: st.Size()}
+	}
+	if old := s.fileStat.Load(); old != nil && *old == *stamp {
+		return
+	}
+	if err := s.loadUsers(); err != nil {
+		s.log.Error("reloading htpasswd: keeping the users loaded before", "file", s.o.Htpasswd, "err", err)
+		s.fileStat.Store(stamp)
+		return
+	}
+	s.log.Info("reloaded htpasswd", "file", s.o.Htpasswd)
+}
+
+// Errors sent to clients: one answer for every failed authentication.
+var (
+	errUnauthorized = oci.Errorf(oci.CodeUnauthorized, "authentication required")
+	errDenied       = oci.Errorf(oci.CodeDenied, "requested access to the resource is denied")
+)
+
+// RateLimitedError is a 429 TOOMANYREQUESTS; the server sends
+// Retry-After from RetryAfter.
+type RateLimitedError struct {
+	Err   *oci.Error
+	After time.Duration
+}
+
+func (e *RateLimitedError) Error() string { return e.Err.Error() }
+
+// RetryAfter is how long the client should wait.
+func (e *RateLimitedError) RetryAfter() time.Duration { return e.After }
+
+// Unwrap gives the *oci.Error to errors.As.
+func (e *RateLimitedError) Unwrap() error { return e.Err }
+
+func rateLimited(d time.Duration) error {
+	return &RateLimitedError{Err: oci.Errorf(oci.CodeTooManyRequests, "too many failed logins; retry later"), After: d}
+}
+
+// authenticate establishes who the caller is from the request's
+// credentials: Basic, Bearer (token mode), a verified client certificate,
+// or none (anonymous).
+func (s *Service) authenticate(r *http.Request) (principal, error) {
+	h := r.Header.Get("Authorization")
+	switch {
+	case h == "":
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.PeerCertificates) > 0 {
+			if cn := r.TLS.PeerCertificates[0].Subject.CommonName; cn != "" {
+				return principal{id: auth.Identity{Subject: cn}}, nil
+			}
+		}
+		return principal{}, nil
+	case len(h) > 6 && strings.EqualFold(h[:6], "basic "):
+		return s.checkBasic(r, h[6:])
+	case len(h) > 7 && strings.EqualFold(h[:7], "bearer ") && s.o.Verifier != nil:
+		return s.checkBearer(strings.TrimSpace(h[7:]))
+	}
+	return principal{}, errUnauthorized
+}
+
+// checkBasic verifies base64 "user:password" against the htpasswd file,
+// through the cache and the failed-login limiter.
+func (s *Service) checkBasic(r *http.Request, b64 string) (principal, error) {
+	now := s.now()
+	s.maybeReload(now)
+	key := cacheKey("basic", b64)
+	if p, ok := s.basic.get(key, now); ok {
+		return p, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
+	if err != nil {
+		return principal{}, errUnauthorized
+	}
+	user, pass, ok := strings.Cut(string(raw), ":")
+	if !ok || user == "" {
+		return principal{}, errUnauthorized
+	}
+	if err := s.login(r, user, pass, now); err != nil {
+		return principal{}, err
+	}
+	p := principal{id: auth.Identity{Subject: user}}
+	s.basic.put(key, p, now.Add(s.o.BasicCacheTTL), now)
+	return p, nil
+}
+
+// login checks a password, rate-limiting failures per client address and
+// per user. The password is never logged.
+func (s *Service) login(r *http.Request, user, pass string, now time.Time) error {
+	ip := clientIP(r)
+	keys := []string{"ip:" + ip, "user:" + user}
+	if d := s.limiter.wait(now, keys...); d > 0 {
+		s.log.Warn("login refused: too many failed logins", "user", user, "remote", ip, "retry_after", d.Round(time.Second))
+		return rateLimited(d)
+	}
+	if !s.users.Load().Verify(user, pass) {
+		s.limiter.fail(now, keys...)
+		s.log.Warn("failed login", "user", user, "remote", ip)
+		return errUnauthorized
+	}
+	s.warnPlainHTTP(r, now)
+	return nil
+}
+
+// warnPlainHTTP logs, at most once a minute, that a password was accepted
+// over plain HTTP on a non-loopback address.
+func (s *Service) warnPlainHTTP(r *http.Request, now time.Time) {
+	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		return
+	}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ta, ok := a.(*net.TCPAddr); ok && ta.IP.IsLoopback() {
+			return
+		}
+	} else {
+		return
+	}
+	last := s.warnedAt.Load()
+	if now.UnixNano()-last < int64(time.Minute) || !s.warnedAt.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	s.log.Warn("!!! CREDENTIALS ACCEPTED OVER PLAIN HTTP on a non-loopback address: passwords and tokens travel in clear text; configure tls.cert/tls.key (or terminate TLS in front and set X-Forwarded-Proto) !!!",
+		"remote", clientIP(r))
+}
+
+// checkBearer verifies a token through the cache.
+func (s *Service) checkBearer(raw string) (principal, error) {
+	now := s.now()
+	key := cacheKey("bearer", raw)
+	if p, ok := s.bearer.get(key, now); ok {
+		return p, nil
+	}
+	c, err := s.o.Verifier.Verify(raw)
+	if err != nil {
+		return principal{}, errUnauthorized
+	}
+	p := principal{id: auth.Identity{Subject: c.Subject, Access: c.Access}, bearer: true}
+	if s.o.Issuer != nil && c.Issuer == s.o.Issuer.Name() {
+		p.own = true
+	} else {
+		p.id.Issuer = c.Issuer
+	}
+	exp := c.ExpiresAt.Add(token.Leeway)
+	s.bearer.put(key, p, exp, now)
+	return p, nil
+}
+
+// Authorize implements auth.Authorizer.
+func (s *Service) Authorize(r *http.Request, scope auth.Scope) (auth.Identity, error) {
+	p, err := s.authenticate(r)
+	if err != nil {
+		return auth.Identity{}, err
+	}
+	if scope.Repo == "" {
+		// Base endpoint and catalog: any authenticated caller (an
+		// anonymous token is not enough: `docker login` must fail with
+		// wrong credentials, and clients never send one here).
+		if p.id.Anonymous() {
+			return auth.Identity{}, errUnauthorized
+		}
+		return p.id, nil
+	}
+	for _, a := range scope.Actions {
+		if p.bearer {
+			if auth.Covers(p.id.Access, scope.Repo, a) {
+				continue
+			}
+			if p.own && !p.id.Anonymous() && !s.o.Policy.Allows(p.id.Subject, scope.Repo, a) {
+				return auth.Identity{}, errDenied
+			}
+			return auth.Identity{}, errUnauthorized
+		}
+		if !s.o.Policy.Allows(p.id.Subject, scope.Repo, a) {
+			if p.id.Anonymous() {
+				return auth.Identity{}, errUnauthorized
+			}
+			return auth.Identity{}, errDenied
+		}
+	}
+	return p.id, nil
+}
+
+// Permits implements auth.Authorizer: the policy for local identities,
+// the token's access claim for those of external issuers (and, for every
+// token, what its claim grants).
+func (s *Service) Permits(id auth.Identity, repo string, a auth.Action) bool {
+	if auth.Covers(id.Access, repo, a) {
+		return true
+	}
+	return id.Issuer == "" && s.o.Policy.Allows(id.Subject, repo, a)
+}
+
+// Challenge implements auth.Authorizer.
+func (s *Service) Challenge(r *http.Request, scope auth.Scope) string {
+	if s.o.Mode == ModeBasic {
+		return `Basic realm="` + s.o.Service + `", charset="UTF-8"`
+	}
+	var b strings.Builder
+	b.WriteString(`Bearer realm="`)
+	b.WriteString(s.realm(r))
+	b.WriteString(`",service="`)
+	b.WriteString(s.o.Service)
+	b.WriteString(`"`)
+	switch {
+	case scope.Repo != "":
+		b.WriteString(`,scope="repository:`)
+		b.WriteString(scope.Repo)
+		b.WriteString(":")
+		for i, a := range scope.Actions {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			b.WriteString(string(a))
+		}
+		b.WriteString(`"`)
+	case strings.HasSuffix(r.URL.Path, "/_catalog"):
+		b.WriteString(`,scope="registry:catalog:*"`)
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		if _, err := s.checkBearer(strings.TrimSpace(h[7:])); err == nil {
+			b.WriteString(`,error="insufficient_scope"`)
+		} else {
+			b.WriteString(`,error="invalid_token"`)
+		}
+	}
+	return b.String()
+}
+
+func (s *Service) realm(r *http.Request) string {
+	if s.o.Realm != "" {
+		return s.o.Realm
+	}
+	base := strings.TrimRight(s.o.PublicURL, "/")
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	return base + "/token"
+}
+
+// clientIP is the host of the request's remote address (proxies'
+// X-Forwarded-For is not trusted: anyone can send it).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

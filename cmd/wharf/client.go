@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
+
+	"github.com/wharf-registry/wharf/client"
+)
+
+// clientFlags are the flags every client command shares.
+type clientFlags struct {
+	jobs          int
+	expiry        time.Duration
+	json, verbose bool
+	user          string
+	passwordStdin bool
+	plainHTTP     bool
+	noBatch       bool
+	fsync         bool
+	platform      string
+}
+
+func (f *clientFlags) add(cmd *cobra.Command, downloads bool) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.user, "user", "", "username for the registries (with --password-stdin); default: the Docker/podman credential files")
+	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the password from standard input")
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk HTTP, not HTTPS, to the registries (loopback and private addresses always use HTTP)")
+	fl.StringVar(&f.platform, "platform", "", "os/arch[/variant] to pick from an index (default linux/<this machine's arch>)")
+	fl.DurationVar(&f.expiry, "expiry", 15*time.Minute, "lifetime of the download URLs asked of the batch endpoint (60s..168h)")
+	if downloads {
+		fl.IntVarP(&f.jobs, "jobs", "j", 4, "blobs downloaded at once")
+		fl.BoolVar(&f.json, "json", false, "print a machine-readable summary on standard output")
+		fl.BoolVarP(&f.verbose, "verbose", "v", false, "log URL resolution, retries and resumes")
+		fl.BoolVar(&f.noBatch, "no-batch", false, "never use the batch endpoint (standard API only)")
+		fl.BoolVar(&f.fsync, "fsync", false, "flush every blob to disk before it is placed (default: verify on reuse instead)")
+	}
+}
+
+// client builds a library client; progress is shown on stderr.
+func (f *clientFlags) client(cmd *cobra.Command, prog client.Progress) (*client.Client, error) {
+	o := client.Options{
+		Insecure: f.plainHTTP, Jobs: f.jobs, Expiry: f.expiry, DisableBatch: f.noBatch, Fsync: f.fsync,
+		Progress: prog, UserAgent: "wharf/" + version,
+	}
+	if f.passwordStdin && f.user == "" {
+		return nil, errors.New("--password-stdin needs --user")
+	}
+	if f.user != "" {
+		pw := ""
+		if f.passwordStdin {
+			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, err
+			}
+			pw = strings.TrimRight(line, "\r\n")
+		} else {
+			return nil, errors.New("--user needs --password-stdin (passwords are never taken from the command line)")
+		}
+		o.Keychain = client.StaticKeychain(f.user, pw)
+	}
+	if f.verbose {
+		errw := cmd.ErrOrStderr()
+		var mu sync.Mutex
+		o.Logf = func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(errw, "wharf: "+format+"\n", args...)
+		}
+	}
+	return client.New(o), nil
+}
+
+// summary is the --json output.
+type summary struct {
+	Command string `json:"command"`
+	*client.Result
+	client.Stats
+	Seconds float64 `json:"seconds"`
+}
+
+func (f *clientFlags) report(cmd *cobra.Command, verb string, res *client.Result, c *client.Client, start time.Time, dest string) error {
+	st := c.Stats()
+	secs := time.Since(start).Seconds()
+	if f.json {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(summary{Command: verb, Result: res, Stats: st, Seconds: secs})
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) %s: %d image(s), %d blobs, %s downloaded in %.1fs; %d registry requests, %d URL re-resolutions, %d retries, %d skipped, %d mounted\n",
+		verb, res.Reference, res.Digest, dest, res.Images, res.Blobs, humanBytes(st.Bytes), secs,
+		st.Requests, st.ReResolutions, st.Retries, st.Skipped, st.Mounted)
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newPullCmd() *cobra.Command {
+	var f clientFlags
+	var out string
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "pull REF -o DIR",
+		Short: "Download an image (or index) into an OCI image layout",
+		Long: `Download an image into an OCI image layout directory. The batch endpoint is
+used when the registry offers it (one request for every blob URL), the
+standard API otherwise. URLs are re-resolved before they could expire and
+after storage refuses one; downloads are verified, resumed and retried.`,
+		Example: `  wharf pull localhost:5000/demo/app:v1 -o ./app
+  wharf pull registry.example.com/base:3 -o ./base --all-platforms --json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("-o DIR is required")
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			prog := newProgress(cmd.ErrOrStderr(), f.json)
+			c, err := f.client(cmd, prog)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := c.Pull(ctx, args[0], out, client.Selection{Platform: f.platform, AllPlatforms: all})
+			prog.wait()
+			if err != nil {
+				return err
+			}
+			return f.report(cmd, "pulled", res, c, start, "to "+out)
+		},
+	}
+	f.add(cmd, true)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "OCI layout directory (created; an existing layout gains the image)")
+	cmd.Flags().BoolVar(&all, "all-platforms", false, "pull every image of an index")
+	return cmd
+}
+
+func newExportCmd() *cobra.Command {
+	var f clientFlags
+	var out string
+	cmd := &cobra.Command{
+		Use:     "export REF -o FILE.tar",
+		Short:   "Download an image into a tarball that docker load and podman load read",
+		Example: `  wharf export localhost:5000/demo/app:v1 -o app.tar && docker load -i app.tar`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("-o FILE is required")
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			prog := newProgress(cmd.ErrOrStderr(), f.json)
+			c, err := f.client(cmd, prog)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := c.Export(ctx, args[0], out, client.Selection{Platform: f.platform})
+			prog.wait()
+			if err != nil {
+				return err
+			}
+			return f.report(cmd, "exported", res, c, start, "to "+out)
+		},
+	}
+	f.add(cmd, true)
+	cmd.Flags().StringVarP(&out, "output", "o", "", "tarball to write (docker-archive format)")
+	return cmd
+}
+
+func newCopyCmd() *cobra.Command {
+	var f clientFlags
+	var referrers bool
+	cmd := &cobra.Command{
+		Use:   "copy SRC DST",
+		Short: "Copy an image or index from one registry (or repository) to another",
+		Long: `Copy an image or a whole index, registry to registry. Every blob is verified;
+blobs the destination has are skipped (HEAD); on one registry, blobs are
+mounted across repositories instead of copied. --referrers also copies
+signatures, SBOMs and other referrers.`,
+		Example: `  wharf copy localhost:5000/demo/app:v1 registry.example.com/mirror/app:v1 --referrers`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			prog := newProgress(cmd.ErrOrStderr(), f.json)
+			c, err := f.client(cmd, prog)
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := c.Copy(ctx, args[0], args[1], client.CopyOptions{Platform: f.platform, Referrers: referrers})
+			prog.wait()
+			if err != nil {
+				return err
+			}
+			return f.report(cmd, "copied", res, c, start, "from "+args[0])
+		},
+	}
+	f.add(cmd, true)
+	cmd.Flags().Lookup("platform").Usage = "os/arch[/variant]: copy one image of an index (default: the whole index)"
+	cmd.Flags().BoolVar(&referrers, "referrers", false, "also copy referrers (signatures, SBOMs), recursively")
+	return cmd
+}
+
+func newBlobsCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:     "blobs REF",
+		Short:   "Print the batch endpoint's answer for an image: every blob with a signed download URL",
+		Example: `  wharf blobs localhost:5000/demo/app:v1 --expiry 10m | jq -r '.blobs[].downloadUrl'`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			c, err := f.client(cmd, nil)
+			if err != nil {
+				return err
+			}
+			body, err := c.BlobURLs(ctx, args[0], f.platform)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", body)
+			return err
+		},
+	}
+	f.add(cmd, false)
+	return cmd
+}
+
+// progress shows bars on a terminal and one line per blob otherwise.
+type progress struct {
+	w     io.Writer
+	quiet bool
+	p     *mpb.Progress
+	total *mpb.Bar
+	mu    sync.Mutex
+	bars  map[digest.Digest]*mpb.Bar
+	sizes map[digest.Digest]int64
+	start map[digest.Digest]time.Time
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	pr := &progress{w: w, quiet: quiet, bars: map[digest.Digest]*mpb.Bar{}, sizes: map[digest.Digest]int64{}, start: map[digest.Digest]time.Time{}}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !quiet {
+		pr.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
+		pr.total = pr.p.AddBar(0, mpb.BarPriority(1<<30),
+			mpb.PrependDecorators(decor.Name("total        ", decor.WC{W: 14}), decor.CountersKibiByte("% .1f / % .1f")),
+			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), "% .1f"), decor.Name(" "), decor.Percentage()))
+	}
+	return pr
+}
+
+func (pr *progress) Start(d digest.Digest, size, done int64) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pr.sizes[d] = size
+	pr.start[d] = time.Now()
+	if pr.p == nil {
+		return
+	}
+	pr.total.SetTotal(pr.total.Current()+size+0, false)
+	pr.total.IncrInt64(done)
+	b := pr.p.AddBar(size, mpb.BarRemoveOnComplete(),
+		mpb.PrependDecorators(decor.Name(d.Encoded()[:12], decor.WC{W: 14}), decor.CountersKibiByte("% .1f / % .1f")),
+		mpb.AppendDecorators(decor.Percentage()))
+	b.SetCurrent(done)
+	pr.bars[d] = b
+}
+
+func (pr *progress) Add(d digest.Digest, n int64) {
+	if pr.p == nil {
+		return
+	}
+	pr.mu.Lock()
+	b := pr.bars[d]
+	pr.mu.Unlock()
+	if b != nil {
+		b.IncrInt64(n)
+		pr.total.IncrInt64(n)
+	}
+}
+
+func (pr *progress) Finish(d digest.Digest, err error) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.p != nil {
+		if b := pr.bars[d]; b != nil {
+			if err != nil {
+				b.Abort(true)
+			} else {
+				b.SetCurrent(pr.sizes[d])
+			}
+		}
+		return
+	}
+	if pr.quiet && err == nil {
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(pr.w, "wharf: %s failed: %v\n", d, err)
+		return
+	}
+	fmt.Fprintf(pr.w, "wharf: %s %s in %.1fs\n", d, humanBytes(pr.sizes[d]), time.Since(pr.start[d]).Seconds())
+}
+
+func (pr *progress) wait() {
+	if pr.p != nil {
+		pr.total.SetTotal(-1, true)
+		pr.p.Wait()
+	}
+}

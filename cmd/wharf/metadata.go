@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/wharf-registry/wharf/config"
+	"github.com/wharf-registry/wharf/gc"
+	"github.com/wharf-registry/wharf/metadata/postgres"
+	"github.com/wharf-registry/wharf/metadata/sqlite"
+	"github.com/wharf-registry/wharf/metadata/sqlstore"
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// metaStore is what the binary needs of a metadata store: the registry's
+// seam and the garbage collector's bookkeeping.
+type metaStore interface {
+	registry.MetadataStore
+	gc.Store
+}
+
+// openMetadata opens (and migrates) the store cfg.Metadata names. where
+// describes it for logs, without credentials.
+func openMetadata(ctx context.Context, cfg config.Config, log *slog.Logger) (m metaStore, where string, err error) {
+	switch cfg.Metadata.Driver {
+	case "postgres":
+		s, err := postgres.Open(ctx, postgres.Options{DSN: cfg.Metadata.Postgres.DSN, MaxConns: int32(cfg.Metadata.Postgres.MaxConns), Logger: log})
+		if err != nil {
+			return nil, "", err
+		}
+		return s, "postgres", nil
+	default:
+		p := sqlitePath(cfg)
+		s, err := sqlite.Open(ctx, p)
+		if err != nil {
+			return nil, "", err
+		}
+		return s, p, nil
+	}
+}
+
+func sqlitePath(cfg config.Config) string {
+	if cfg.Metadata.SQLite.Path != "" {
+		return cfg.Metadata.SQLite.Path
+	}
+	return filepath.Join(cfg.DataDir, "wharf.db")
+}
+
+// pendingMigrations lists what opening the store would apply.
+func pendingMigrations(ctx context.Context, cfg config.Config) ([]sqlstore.Migration, error) {
+	if cfg.Metadata.Driver == "postgres" {
+		return postgres.Pending(ctx, cfg.Metadata.Postgres.DSN)
+	}
+	all, err := sqlite.Migrations()
+	if err != nil {
+		return nil, err
+	}
+	p := sqlitePath(cfg)
+	if _, err := os.Stat(p); os.IsNotExist(err) {
+		return all, nil
+	}
+	db, err := sql.Open("sqlite", "file:"+p)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return sqlstore.Pending(ctx, db, all)
+}
+
+// background starts what a replica runs beside serving: following other
+// replicas' writes (when the store can tell) and the maintenance worker
+// (upload expiry; GC when gc.interval is set), one replica at a time.
+func background(ctx context.Context, cfg config.Config, meta metaStore, reg *registry.Registry, blobs registry.BlobStore, log *slog.Logger) {
+	if feed, ok := meta.(registry.ChangeFeed); ok {
+		go func() { _ = feed.WatchRepos(ctx, reg.Invalidate) }()
+	}
+	host, _ := os.Hostname()
+	w := &gc.Worker{
+		Store: meta, ExpireUploads: reg.ExpireUploads, UploadMaxAge: cfg.Limits.UploadMaxAge,
+		Holder: fmt.Sprintf("%s:%d:%d", host, os.Getpid(), time.Now().UnixNano()), Logger: log,
+	}
+	if cfg.GC.Interval > 0 {
+		w.GCInterval = cfg.GC.Interval
+		w.Collector = gc.New(meta, blobs, gcOptions(cfg, reg, log, false))
+	}
+	go w.Run(ctx)
+}
+
+func gcOptions(cfg config.Config, reg *registry.Registry, log *slog.Logger, dry bool) gc.Options {
+	o := gc.Options{
+		ReviewDelay: cfg.GC.ReviewDelay, DeleteUntagged: cfg.GC.Untagged == "delete", UntaggedAfter: cfg.GC.UntaggedAfter,
+		DryRun: dry, Logger: log,
+	}
+	if reg != nil {
+		o.Changed = reg.Invalidate
+	}
+	return o
+}
+
+// loadConfig reads --config and the environment, for the commands that
+// are not serve.
+func loadConfig(configFile, dataDir string, dataDirSet bool) (config.Config, error) {
+	cfg, err := config.Load(configFile, os.Environ())
+	if err != nil {
+		return cfg, err
+	}
+	if dataDirSet {
+		cfg.DataDir = dataDir
+	}
+	return cfg, nil
+}
+
+func newMigrateCmd() *cobra.Command {
+	var (
+		configFile, dataDir string
+		dry                 bool
+	)
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply pending metadata schema migrations",
+		Long: `Apply the metadata store's pending schema migrations (serve also does this
+on start, under a lock so that replicas starting together migrate once).
+With --dry-run, list the pending migrations and change nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(configFile, dataDir, cmd.Flags().Changed("data-dir"))
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			pending, err := pendingMigrations(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if len(pending) == 0 {
+				fmt.Fprintln(out, "schema is up to date")
+				return nil
+			}
+			for _, m := range pending {
+				verb := "apply"
+				if !dry {
+					verb = "applying"
+				}
+				fmt.Fprintf(out, "%s %s\n", verb, m.Name)
+			}
+			if dry {
+				fmt.Fprintf(out, "%d pending (dry run: nothing applied)\n", len(pending))
+				return nil
+			}
+			log := newLogger(cfg.Log)
+			meta, _, err := openMetadata(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer meta.Close()
+			fmt.Fprintf(out, "%d applied\n", len(pending))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
+	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
+	f.BoolVar(&dry, "dry-run", false, "list pending migrations; apply nothing")
+	return cmd
+}
+
+func newGCCmd() *cobra.Command {
+	var (
+		configFile, dataDir string
+		dry                 bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Run one garbage collection pass",
+		Long: `Run one online garbage collection pass against the configured metadata and
+blob stores; the registry may keep serving meanwhile. Blobs no manifest
+references, untouched for gc.review_delay, are deleted (from the database,
+then from storage); with gc.untagged: delete, so are manifests older than
+gc.untagged_after that no tag, index or live subject keeps. With --dry-run,
+list what would go and delete nothing (untagged manifests freed by deleting
+an index are found by the next pass).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(configFile, dataDir, cmd.Flags().Changed("data-dir"))
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			log := newLogger(cfg.Log)
+			blobs, _, err := openBlobStore(ctx, cfg, blobRootOf(cfg))
+			if err != nil {
+				return err
+			}
+			meta, _, err := openMetadata(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer meta.Close()
+			res, err := gc.New(meta, blobs, gcOptions(cfg, nil, log, dry)).Run(ctx)
+			out := cmd.OutOrStdout()
+			verb := "deleted"
+			if dry {
+				verb = "would delete"
+			}
+			for _, m := range res.Manifests {
+				fmt.Fprintf(out, "%s manifest %s@%s\n", verb, m.Repo, m.Digest)
+			}
+			for _, b := range res.Blobs {
+				fmt.Fprintf(out, "%s blob %s\n", verb, b.Digest)
+			}
+			fmt.Fprintf(out, "%s %d manifests, %d blobs (%d bytes); %d storage objects deleted in %s\n",
+				verb, len(res.Manifests), len(res.Blobs), res.Bytes, res.ObjectsGone, res.Duration.Round(time.Millisecond))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
+	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
+	f.BoolVar(&dry, "dry-run", false, "list what would be deleted; delete nothing")
+	return cmd
+}
+
+func blobRootOf(cfg config.Config) string {
+	if cfg.Storage.Filesystem.Root != "" {
+		return cfg.Storage.Filesystem.Root
+	}
+	return filepath.Join(cfg.DataDir, "blobs")
+}

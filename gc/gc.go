@@ -1,0 +1,332 @@
+// Package gc is Wharf's online garbage collector. It works from database
+// references, never by listing storage, and runs while the registry
+// serves pushes and pulls.
+//
+// The model (after GitLab's container registry: review delays and
+// re-checks under lock):
+//
+//   - A blob is garbage when no manifest references it (manifest_blobs)
+//     and it was neither created nor touched — an upload finishing or a
+//     mount of its digest — for the review delay (default 24h). Links from
+//     repositories alone (a blob pushed whose manifest never came) do not
+//     keep it past the delay; the delay is what keeps a blob uploaded just
+//     before its manifest.
+//   - Mark: for each candidate one transaction locks the blob's rows,
+//     re-checks that it is still garbage, deletes its database rows and
+//     queues its storage key, and commits. A manifest PUT or mount of the
+//     blob that got its lock first is seen (the blob stays); one that
+//     waited finds the blob gone and answers as for an unknown blob, so a
+//     client re-uploads: no committed manifest ever references a deleted
+//     blob.
+//   - Sweep: only then, holding the lock an upload of the same digest
+//     takes before it writes its object, the storage object is deleted and
+//     the queue entry dropped. An interrupted sweep is finished by the next
+//     pass.
+//   - Untagged manifests (gc.untagged: delete) older than untagged_after,
+//     which no tag, no index and no live subject keep, are deleted the
+//     same way, before blobs, so their blobs go in the same pass when old
+//     enough.
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/metadata/sqlstore"
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// Store is the bookkeeping the collector needs; *sqlstore.Store (SQLite
+// and PostgreSQL) implements it.
+type Store interface {
+	BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error)
+	CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error)
+	PendingBlobDeletions(ctx context.Context, limit int) ([]sqlstore.PendingDeletion, error)
+	FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error)
+	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
+	UntaggedCandidates(ctx context.Context, before time.Time, limit int) ([]sqlstore.ManifestRef, error)
+	CollectManifest(ctx context.Context, ref sqlstore.ManifestRef, before time.Time) (bool, error)
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, name, holder string) error
+}
+
+var _ Store = (*sqlstore.Store)(nil)
+
+// Options tune a collection.
+type Options struct {
+	// ReviewDelay: how long a blob must have been unreferenced and
+	// untouched (default 24h).
+	ReviewDelay time.Duration
+	// DeleteUntagged turns on deletion of untagged manifests older than
+	// UntaggedAfter (default 24h).
+	DeleteUntagged bool
+	UntaggedAfter  time.Duration
+	// DryRun lists what would go and changes nothing.
+	DryRun bool
+	// Batch is how many candidates are looked up at once (default 500).
+	Batch int
+	// MaxPerPass bounds the blobs or manifests one pass handles (default 1,000,000).
+	MaxPerPass int
+	// Changed is told about every repository whose manifests went (to
+	// drop this process's caches; other replicas hear through the store).
+	Changed func(repo string)
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Result is what a pass did (or, dry, would do).
+type Result struct {
+	Manifests    []sqlstore.ManifestRef
+	Blobs        []registry.BlobInfo
+	Bytes        int64
+	ObjectsGone  int // storage objects deleted
+	ReviewsFreed int64
+	Duration     time.Duration
+}
+
+// Collector runs collection passes.
+type Collector struct {
+	store Store
+	blobs registry.BlobStore
+	opts  Options
+}
+
+// New returns a collector over a metadata store and its blob store.
+func New(store Store, blobs registry.BlobStore, opts Options) *Collector {
+	if opts.ReviewDelay <= 0 {
+		opts.ReviewDelay = 24 * time.Hour
+	}
+	if opts.UntaggedAfter <= 0 {
+		opts.UntaggedAfter = 24 * time.Hour
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 500
+	}
+	if opts.MaxPerPass <= 0 {
+		opts.MaxPerPass = 1_000_000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Collector{store: store, blobs: blobs, opts: opts}
+}
+
+// Run makes one pass.
+func (c *Collector) Run(ctx context.Context) (Result, error) {
+	start := c.opts.Now()
+	var res Result
+	if c.opts.DeleteUntagged {
+		if err := c.manifests(ctx, start, &res); err != nil {
+			return res, err
+		}
+	}
+	if err := c.blobsPass(ctx, start, &res); err != nil {
+		return res, err
+	}
+	res.Duration = c.opts.Now().Sub(start)
+	return res, nil
+}
+
+func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) error {
+	before := now.Add(-c.opts.UntaggedAfter)
+	// Deleting an index can free its children: go round until a round
+	// frees nothing (bounded by MaxPerPass).
+	for len(res.Manifests) < c.opts.MaxPerPass {
+		cands, err := c.store.UntaggedCandidates(ctx, before, c.opts.Batch)
+		if err != nil {
+			return fmt.Errorf("gc: untagged manifests: %w", err)
+		}
+		if c.opts.DryRun {
+			res.Manifests = append(res.Manifests, cands...)
+			return nil
+		}
+		n := 0
+		for _, ref := range cands {
+			ok, err := c.store.CollectManifest(ctx, ref, before)
+			if err != nil {
+				return fmt.Errorf("gc: manifest %s@%s: %w", ref.Repo, ref.Digest, err)
+			}
+			if ok {
+				n++
+				res.Manifests = append(res.Manifests, ref)
+				if c.opts.Changed != nil {
+					c.opts.Changed(ref.Repo)
+				}
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) error {
+	before := now.Add(-c.opts.ReviewDelay)
+	skipped := map[digest.Digest]bool{}
+	for len(res.Blobs) < c.opts.MaxPerPass {
+		cands, err := c.store.BlobCandidates(ctx, before, c.opts.Batch+len(skipped))
+		if err != nil {
+			return fmt.Errorf("gc: blob candidates: %w", err)
+		}
+		if c.opts.DryRun {
+			for _, d := range cands {
+				res.Blobs = append(res.Blobs, registry.BlobInfo{Digest: d})
+			}
+			return nil
+		}
+		n := 0
+		for _, d := range cands {
+			if skipped[d] {
+				continue
+			}
+			info, ok, err := c.store.CollectBlob(ctx, d, before)
+			if err != nil {
+				return fmt.Errorf("gc: blob %s: %w", d, err)
+			}
+			if !ok {
+				skipped[d] = true // referenced or touched meanwhile
+				continue
+			}
+			n++
+			res.Blobs = append(res.Blobs, info)
+			res.Bytes += info.Size
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if c.opts.DryRun {
+		return nil
+	}
+	// Sweep every queued object, this pass's and any an earlier pass left.
+	var errs []error
+	for {
+		pend, err := c.store.PendingBlobDeletions(ctx, c.opts.Batch)
+		if err != nil {
+			return fmt.Errorf("gc: pending deletions: %w", err)
+		}
+		progress := false
+		for _, p := range pend {
+			gone, err := c.store.FinishBlobDeletion(ctx, p.Digest, before, func(key string) error {
+				return c.blobs.Delete(ctx, key)
+			})
+			if err != nil {
+				errs = append(errs, fmt.Errorf("gc: delete %s (%s): %w", p.Digest, p.Key, err))
+				continue
+			}
+			progress = true
+			if gone {
+				res.ObjectsGone++
+			}
+		}
+		if !progress || len(pend) < c.opts.Batch || len(errs) > 10 {
+			break
+		}
+	}
+	freed, err := c.store.ForgetReviews(ctx, before)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("gc: forget reviews: %w", err))
+	}
+	res.ReviewsFreed = freed
+	return errors.Join(errs...)
+}
+
+// Worker runs background maintenance on one replica at a time: expiring
+// abandoned upload sessions and, when GC is on, collection passes. The
+// replicas share a lease in the database; the one holding it does the work.
+type Worker struct {
+	Store     Store
+	Collector *Collector // nil: no GC, only upload expiry
+	// GCInterval is the time between collection passes.
+	GCInterval time.Duration
+	// ExpireUploads aborts sessions idle for longer than UploadMaxAge.
+	ExpireUploads func(ctx context.Context, maxAge time.Duration) (int, error)
+	UploadMaxAge  time.Duration
+	// Holder names this replica in the lease (host:pid, say).
+	Holder string
+	// Tick is how often the worker checks what is due (default 1 minute,
+	// or less when an interval is shorter).
+	Tick   time.Duration
+	Logger *slog.Logger
+}
+
+// LeaseName is the lease background maintenance runs under.
+const LeaseName = "maintenance"
+
+// Run works until ctx is done.
+func (w *Worker) Run(ctx context.Context) {
+	log := w.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	uploadEvery := time.Duration(0)
+	if w.ExpireUploads != nil && w.UploadMaxAge > 0 {
+		uploadEvery = min(w.UploadMaxAge/4, 10*time.Minute)
+	}
+	tick := w.Tick
+	if tick <= 0 {
+		tick = time.Minute
+		for _, d := range []time.Duration{uploadEvery, w.GCInterval} {
+			if d > 0 && d < tick {
+				tick = d
+			}
+		}
+		if w.Collector == nil {
+			tick = max(tick, time.Second)
+		}
+	}
+	var lastGC, lastUploads time.Time
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = w.Store.ReleaseLease(context.WithoutCancel(ctx), LeaseName, w.Holder)
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		gcDue := w.Collector != nil && w.GCInterval > 0 && now.Sub(lastGC) >= w.GCInterval
+		upDue := uploadEvery > 0 && now.Sub(lastUploads) >= uploadEvery
+		if !gcDue && !upDue {
+			continue
+		}
+		ok, err := w.Store.AcquireLease(ctx, LeaseName, w.Holder, max(10*time.Minute, 2*tick))
+		if err != nil {
+			log.Warn("maintenance lease", "err", err)
+			continue
+		}
+		if !ok {
+			continue // another replica does it
+		}
+		if upDue {
+			lastUploads = now
+			n, err := w.ExpireUploads(ctx, w.UploadMaxAge)
+			if err != nil {
+				log.Warn("expiring uploads", "err", err)
+			} else if n > 0 {
+				log.Info("expired idle uploads", "count", n)
+			}
+		}
+		if gcDue {
+			lastGC = now
+			res, err := w.Collector.Run(ctx)
+			if err != nil {
+				log.Warn("garbage collection", "err", err)
+			}
+			if len(res.Blobs)+len(res.Manifests)+res.ObjectsGone > 0 || err != nil {
+				log.Info("garbage collection pass", "manifests", len(res.Manifests), "blobs", len(res.Blobs),
+					"bytes", res.Bytes, "objects_deleted", res.ObjectsGone, "duration", res.Duration)
+			}
+		}
+	}
+}

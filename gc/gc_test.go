@@ -1,0 +1,515 @@
+package gc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/blobstore/filesystem"
+	"github.com/wharf-registry/wharf/gc"
+	"github.com/wharf-registry/wharf/internal/pgtest"
+	"github.com/wharf-registry/wharf/metadata/postgres"
+	"github.com/wharf-registry/wharf/metadata/sqlite"
+	"github.com/wharf-registry/wharf/metadata/sqlstore"
+	"github.com/wharf-registry/wharf/oci"
+	"github.com/wharf-registry/wharf/registry"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+type env struct {
+	reg   *registry.Registry
+	store gc.Store
+	meta  registry.MetadataStore
+	blobs registry.BlobStore
+	root  string
+}
+
+type backend struct {
+	name string
+	open func(t *testing.T) (registry.MetadataStore, gc.Store)
+}
+
+var backends = []backend{
+	{"sqlite", func(t *testing.T) (registry.MetadataStore, gc.Store) {
+		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "wharf.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s, s
+	}},
+	{"postgres", func(t *testing.T) (registry.MetadataStore, gc.Store) {
+		s, err := postgres.Open(context.Background(), postgres.Options{DSN: pgtest.DSN(t), MaxConns: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s, s
+	}},
+}
+
+func each(t *testing.T, fn func(t *testing.T, e *env)) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			meta, store := b.open(t)
+			root := filepath.Join(t.TempDir(), "blobs")
+			blobs, err := filesystem.New(root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := registry.New(meta, blobs, registry.Options{})
+			fn(t, &env{reg: reg, store: store, meta: meta, blobs: blobs, root: root})
+		})
+	}
+}
+
+func (e *env) putBlob(t testing.TB, repo string, b []byte) digest.Digest {
+	t.Helper()
+	d := digest.FromBytes(b)
+	if _, err := e.reg.PutBlob(context.Background(), repo, d, registry.Chunk{Body: bytes.NewReader(b), Start: -1, Length: int64(len(b))}); err != nil {
+		t.Fatalf("put blob: %v", err)
+	}
+	return d
+}
+
+// image builds a manifest over a config and layers already pushed.
+func image(cfg digest.Digest, cfgSize int, layers map[digest.Digest]int) []byte {
+	var ls []byte
+	for d, n := range layers {
+		if len(ls) > 0 {
+			ls = append(ls, ',')
+		}
+		ls = fmt.Appendf(ls, `{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}`, d, n)
+	}
+	return fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[%s]}`, cfg, cfgSize, ls)
+}
+
+// push uploads a config and a layer with the given contents and tags a
+// manifest over them; it returns the manifest digest and blob digests.
+func (e *env) push(t testing.TB, repo, tag, cfg, layer string) (digest.Digest, []digest.Digest) {
+	t.Helper()
+	c := e.putBlob(t, repo, []byte(cfg))
+	l := e.putBlob(t, repo, []byte(layer))
+	m := image(c, len(cfg), map[digest.Digest]int{l: len(layer)})
+	ref := oci.Reference{Tag: tag}
+	if tag == "" {
+		ref = oci.Reference{Digest: digest.FromBytes(m)}
+	}
+	man, err := e.reg.PutManifest(context.Background(), repo, ref, oci.MediaTypeOCIManifest, m)
+	if err != nil {
+		t.Fatalf("put manifest: %v", err)
+	}
+	return man.Digest, []digest.Digest{c, l}
+}
+
+func (e *env) objectExists(d digest.Digest) bool {
+	_, err := os.Stat(filepath.Join(e.root, "blobs", string(d.Algorithm()), d.Encoded()[:2], d.Encoded()))
+	return err == nil
+}
+
+func later(d time.Duration) func() time.Time { return func() time.Time { return time.Now().Add(d) } }
+
+// TestCollect: unreferenced blobs and untagged manifests go, from the
+// database and from storage; tagged images stay whole.
+func TestCollect(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		kept, keptBlobs := e.push(t, "team/app", "v1", `{"kept":1}`, "kept layer")
+		untagged, untaggedBlobs := e.push(t, "team/app", "", `{"untagged":1}`, "untagged layer")
+		orphan := e.putBlob(t, "team/app", []byte("orphan, no manifest"))
+
+		// Within the review delay nothing goes.
+		res, err := gc.New(e.store, e.blobs, gc.Options{DeleteUntagged: true}).Run(ctx)
+		if err != nil || len(res.Blobs)+len(res.Manifests) != 0 {
+			t.Fatalf("fresh content collected: %+v, %v", res, err)
+		}
+		// Dry run two days later lists and changes nothing.
+		dry := gc.Options{DeleteUntagged: true, DryRun: true, Now: later(48 * time.Hour)}
+		res, err = gc.New(e.store, e.blobs, dry).Run(ctx)
+		if err != nil || len(res.Manifests) != 1 || len(res.Blobs) != 1 {
+			t.Fatalf("dry run: %+v, %v (want the untagged manifest and the orphan)", res, err)
+		}
+		if !e.objectExists(orphan) {
+			t.Fatal("dry run deleted")
+		}
+		var changed []string
+		opts := gc.Options{DeleteUntagged: true, Now: later(48 * time.Hour), Changed: func(r string) { changed = append(changed, r); e.reg.Invalidate(r) }}
+		res, err = gc.New(e.store, e.blobs, opts).Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Manifests) != 1 || res.Manifests[0].Digest != untagged {
+			t.Fatalf("manifests collected: %+v", res.Manifests)
+		}
+		gone := map[digest.Digest]bool{}
+		for _, b := range res.Blobs {
+			gone[b.Digest] = true
+		}
+		want := []digest.Digest{orphan, untaggedBlobs[0], untaggedBlobs[1]}
+		if len(gone) != len(want) || res.ObjectsGone != len(want) {
+			t.Fatalf("blobs collected %v (%d objects); want %v", res.Blobs, res.ObjectsGone, want)
+		}
+		for _, d := range want {
+			if !gone[d] || e.objectExists(d) {
+				t.Fatalf("%s: collected %v, object still there %v", d, gone[d], e.objectExists(d))
+			}
+			if _, err := e.meta.Blob(ctx, d); !errors.Is(err, registry.ErrNotFound) {
+				t.Fatalf("%s still in the database: %v", d, err)
+			}
+		}
+		if _, err := e.reg.Manifest(ctx, "team/app", oci.Reference{Digest: untagged}); err == nil {
+			t.Fatal("collected manifest still served")
+		}
+		rec, err := e.reg.Manifest(ctx, "team/app", oci.Reference{Tag: "v1"})
+		if err != nil || rec.Digest != kept {
+			t.Fatalf("tagged manifest: %v %v", rec.Digest, err)
+		}
+		for _, d := range keptBlobs {
+			if !e.objectExists(d) {
+				t.Fatalf("referenced blob %s deleted", d)
+			}
+		}
+		if len(changed) != 1 || changed[0] != "team/app" {
+			t.Fatalf("changed = %v", changed)
+		}
+		// A second pass finds nothing.
+		res, err = gc.New(e.store, e.blobs, opts).Run(ctx)
+		if err != nil || len(res.Blobs)+len(res.Manifests)+res.ObjectsGone != 0 {
+			t.Fatalf("second pass: %+v %v", res, err)
+		}
+	})
+}
+
+// TestBlobBeforeManifest: a blob uploaded just before its manifest is not
+// collected by a pass that runs in between, and the manifest then commits.
+func TestBlobBeforeManifest(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		cfg, layer := `{"a":1}`, "layer bytes"
+		c := e.putBlob(t, "r", []byte(cfg))
+		l := e.putBlob(t, "r", []byte(layer))
+		res, err := gc.New(e.store, e.blobs, gc.Options{DeleteUntagged: true}).Run(ctx) // default 24h review delay
+		if err != nil || len(res.Blobs) != 0 {
+			t.Fatalf("pass between blob and manifest collected %+v, %v", res.Blobs, err)
+		}
+		if _, err := e.reg.PutManifest(ctx, "r", oci.Reference{Tag: "v1"}, oci.MediaTypeOCIManifest, image(c, len(cfg), map[digest.Digest]int{l: len(layer)})); err != nil {
+			t.Fatal(err)
+		}
+		// Even much later, referenced blobs stay.
+		res, err = gc.New(e.store, e.blobs, gc.Options{Now: later(1000 * time.Hour)}).Run(ctx)
+		if err != nil || len(res.Blobs) != 0 || !e.objectExists(c) || !e.objectExists(l) {
+			t.Fatalf("referenced blobs collected: %+v, %v", res.Blobs, err)
+		}
+	})
+}
+
+// TestRelinkedSurvives: a blob listed as a candidate and then mounted
+// (or uploaded again) before the collector reaches it stays.
+func TestRelinkedSurvives(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		d := e.putBlob(t, "a", []byte("soon unreferenced"))
+		before := time.Now().Add(time.Second) // everything so far is "old"
+		cands, err := e.store.BlobCandidates(ctx, before, 10)
+		if err != nil || len(cands) != 1 || cands[0] != d {
+			t.Fatalf("candidates %v, %v", cands, err)
+		}
+		// Meanwhile a client mounts it into another repository.
+		ok, err := e.reg.MountBlob(ctx, "b", d, "a", func(string) bool { return true })
+		if err != nil || !ok {
+			t.Fatalf("mount: %v %v", ok, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if _, collected, err := e.store.CollectBlob(ctx, d, before.Add(-2*time.Second)); err != nil || collected {
+			t.Fatalf("re-linked blob collected=%v, %v", collected, err)
+		}
+		// The same after an upload of the same bytes.
+		e.putBlob(t, "c", []byte("soon unreferenced"))
+		if _, collected, err := e.store.CollectBlob(ctx, d, before.Add(-2*time.Second)); err != nil || collected {
+			t.Fatalf("re-uploaded blob collected=%v, %v", collected, err)
+		}
+		if !e.objectExists(d) {
+			t.Fatal("object deleted")
+		}
+	})
+}
+
+// TestUploadDuringDeletion: a blob collected from the database whose
+// object deletion is still pending is uploaded again; the sweep must not
+// delete the new upload's object (same content address).
+func TestUploadDuringDeletion(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		data := []byte("collected then pushed again")
+		d := e.putBlob(t, "a", data)
+		future := time.Now().Add(time.Hour)
+		if _, ok, err := e.store.CollectBlob(ctx, d, future); err != nil || !ok {
+			t.Fatalf("collect: %v %v", ok, err)
+		}
+		// The upload lands before the sweep.
+		e.putBlob(t, "a", data)
+		// A sweep now (review window covering the touch) leaves it.
+		gone, err := e.store.FinishBlobDeletion(ctx, d, time.Now().Add(-time.Minute), func(string) error { return errors.New("must not delete") })
+		if err != nil || gone {
+			t.Fatalf("sweep during review: %v %v", gone, err)
+		}
+		// And later, the live row pointing at the same object keeps it.
+		gone, err = e.store.FinishBlobDeletion(ctx, d, future, func(string) error { return errors.New("must not delete") })
+		if err != nil || gone {
+			t.Fatalf("sweep of a live object: %v %v", gone, err)
+		}
+		_, rc, err := e.reg.OpenBlob(ctx, "a", d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Equal(got, data) {
+			t.Fatal("content changed")
+		}
+		if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
+			t.Fatalf("pending after sweep: %v", p)
+		}
+	})
+}
+
+// TestLease: one holder at a time; a released or expired lease passes on.
+func TestLease(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		ok1, err1 := e.store.AcquireLease(ctx, "m", "a", time.Minute)
+		ok2, err2 := e.store.AcquireLease(ctx, "m", "b", time.Minute)
+		ok3, err3 := e.store.AcquireLease(ctx, "m", "a", time.Minute)
+		if !ok1 || ok2 || !ok3 || errors.Join(err1, err2, err3) != nil {
+			t.Fatalf("acquire: a %v, b %v, a again %v (%v %v %v)", ok1, ok2, ok3, err1, err2, err3)
+		}
+		_ = e.store.ReleaseLease(ctx, "m", "a")
+		if ok, err := e.store.AcquireLease(ctx, "m", "b", time.Millisecond); !ok || err != nil {
+			t.Fatalf("after release: %v %v", ok, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if ok, err := e.store.AcquireLease(ctx, "m", "a", time.Minute); !ok || err != nil {
+			t.Fatalf("after expiry: %v %v", ok, err)
+		}
+	})
+}
+
+// TestUnderLoad: pushers move tags and pullers pull while collection
+// passes run back to back with a short review delay. Afterwards every
+// tag pulls with verified digests, and a final pass leaves exactly the
+// referenced blobs in the database and in storage.
+func TestUnderLoad(t *testing.T) {
+	each(t, func(t *testing.T, e *env) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		const (
+			pushers  = 3
+			pullers  = 3
+			pushesEa = 25
+			delay    = 1500 * time.Millisecond
+		)
+		repos := []string{"load/a", "load/b"}
+		tags := []string{"t0", "t1", "t2"}
+		var (
+			wg                        sync.WaitGroup
+			pushDone                  atomic.Bool
+			pushes, pulls, retries, n atomic.Int64
+			failures                  = make(chan error, 100)
+		)
+		// Shared layer so blobs are also re-linked across images.
+		shared := "shared base layer"
+		for w := 0; w < pushers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 7))
+				for i := 0; i < pushesEa && ctx.Err() == nil; i++ {
+					repo, tag := repos[rng.IntN(len(repos))], tags[rng.IntN(len(tags))]
+					cfg := fmt.Sprintf(`{"n":%d}`, n.Add(1))
+					layer := fmt.Sprintf("layer %d %d", w, i)
+					for attempt := 0; ; attempt++ {
+						err := pushImage(ctx, e, repo, tag, cfg, layer, shared)
+						if err == nil {
+							pushes.Add(1)
+							break
+						}
+						// A blob collected between its upload and the manifest
+						// (slower than the review delay) is refused: push again.
+						if attempt < 5 && errors.Is(err, oci.ErrManifestBlobUnknown) {
+							retries.Add(1)
+							continue
+						}
+						failures <- fmt.Errorf("push %s:%s: %w", repo, tag, err)
+						return
+					}
+				}
+			}()
+		}
+		for w := 0; w < pullers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(w), 9))
+				for k := 0; k < 2000 && !pushDone.Load() && ctx.Err() == nil; k++ {
+					repo, tag := repos[rng.IntN(len(repos))], tags[rng.IntN(len(tags))]
+					if err := pullImage(ctx, e, repo, tag); err != nil && !errors.Is(err, errRaced) {
+						failures <- fmt.Errorf("pull %s:%s: %w", repo, tag, err)
+						return
+					}
+					pulls.Add(1)
+				}
+			}()
+		}
+		passes := 0
+		gcDone := make(chan error, 1)
+		go func() {
+			col := gc.New(e.store, e.blobs, gc.Options{ReviewDelay: delay, DeleteUntagged: true, UntaggedAfter: delay, Changed: e.reg.Invalidate})
+			for !pushDone.Load() && ctx.Err() == nil {
+				if _, err := col.Run(ctx); err != nil {
+					gcDone <- err
+					return
+				}
+				passes++
+				time.Sleep(20 * time.Millisecond)
+			}
+			gcDone <- nil
+		}()
+		go func() { wg.Wait(); pushDone.Store(true) }()
+		if err := <-gcDone; err != nil {
+			t.Fatalf("gc: %v", err)
+		}
+		wg.Wait()
+		close(failures)
+		for err := range failures {
+			t.Error(err)
+		}
+		if t.Failed() {
+			return
+		}
+		t.Logf("%d pushes (%d retried), %d pulls, %d GC passes during load", pushes.Load(), retries.Load(), pulls.Load(), passes)
+		if passes < 2 {
+			t.Fatalf("only %d GC passes ran during the load", passes)
+		}
+		// Everything tagged pulls, verified.
+		check := func() map[digest.Digest]bool {
+			live := map[digest.Digest]bool{}
+			for _, repo := range repos {
+				for _, tag := range tags {
+					rec, err := e.reg.Manifest(ctx, repo, oci.Reference{Tag: tag})
+					if errors.Is(err, oci.ErrManifestUnknown) {
+						continue
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := pullImage(ctx, e, repo, tag); err != nil {
+						t.Fatalf("pull %s:%s after load: %v", repo, tag, err)
+					}
+					m, _ := oci.ParseManifest(rec.MediaType, rec.Payload, digest.SHA256)
+					for _, b := range m.Blobs() {
+						live[b.Digest] = true
+					}
+				}
+			}
+			return live
+		}
+		live := check()
+		// A final pass long after: only what tags reach survives.
+		res, err := gc.New(e.store, e.blobs, gc.Options{DeleteUntagged: true, Now: later(48 * time.Hour), Changed: e.reg.Invalidate}).Run(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("final pass: %d manifests, %d blobs, %d objects", len(res.Manifests), len(res.Blobs), res.ObjectsGone)
+		if got := check(); len(got) != len(live) {
+			t.Fatalf("live blobs changed: %d -> %d", len(live), len(got))
+		}
+		dbBlobs, err := e.store.BlobCandidates(ctx, time.Now().Add(time.Hour), 1000)
+		if err != nil || len(dbBlobs) != 0 {
+			t.Fatalf("unreferenced blobs left in the database: %v %v", dbBlobs, err)
+		}
+		files := 0
+		_ = filepath.Walk(filepath.Join(e.root, "blobs", "sha256"), func(p string, fi os.FileInfo, err error) error {
+			if err == nil && !fi.IsDir() {
+				files++
+				d := digest.NewDigestFromEncoded(digest.SHA256, fi.Name())
+				if !live[d] {
+					t.Errorf("unreferenced object left in storage: %s", d)
+				}
+			}
+			return nil
+		})
+		if files != len(live) {
+			t.Fatalf("%d objects in storage, %d referenced", files, len(live))
+		}
+		if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
+			t.Fatalf("pending deletions left: %v", p)
+		}
+	})
+}
+
+var errRaced = errors.New("tag moved and old manifest collected while pulling")
+
+func pushImage(ctx context.Context, e *env, repo, tag, cfg, layer, shared string) error {
+	var ds []digest.Digest
+	for _, b := range []string{cfg, layer, shared} {
+		d := digest.FromString(b)
+		if _, err := e.reg.PutBlob(ctx, repo, d, registry.Chunk{Body: bytes.NewReader([]byte(b)), Start: -1, Length: int64(len(b))}); err != nil {
+			return err
+		}
+		ds = append(ds, d)
+	}
+	m := image(ds[0], len(cfg), map[digest.Digest]int{ds[1]: len(layer), ds[2]: len(shared)})
+	_, err := e.reg.PutManifest(ctx, repo, oci.Reference{Tag: tag}, oci.MediaTypeOCIManifest, m)
+	return err
+}
+
+// pullImage fetches a tag's manifest and every blob, verifying digests. A
+// manifest that disappears midway (its tag moved and GC took it) is
+// errRaced, which a client answers by resolving the tag again.
+func pullImage(ctx context.Context, e *env, repo, tag string) error {
+	rec, err := e.reg.Manifest(ctx, repo, oci.Reference{Tag: tag})
+	if errors.Is(err, oci.ErrManifestUnknown) {
+		return nil // not pushed yet
+	}
+	if err != nil {
+		return err
+	}
+	if digest.FromBytes(rec.Payload) != rec.Digest {
+		return fmt.Errorf("manifest digest mismatch")
+	}
+	m, err := oci.ParseManifest(rec.MediaType, rec.Payload, digest.SHA256)
+	if err != nil {
+		return err
+	}
+	for _, b := range m.Blobs() {
+		_, rc, err := e.reg.OpenBlob(ctx, repo, b.Digest)
+		if err != nil {
+			if errors.Is(err, oci.ErrBlobUnknown) {
+				if _, merr := e.reg.Manifest(ctx, repo, oci.Reference{Digest: rec.Digest}); errors.Is(merr, oci.ErrManifestUnknown) {
+					return errRaced
+				}
+			}
+			return fmt.Errorf("blob %s of %s: %w", b.Digest, rec.Digest, err)
+		}
+		got, err := digest.SHA256.FromReader(rc)
+		rc.Close()
+		if err != nil || got != b.Digest {
+			return fmt.Errorf("blob %s read back as %s (%v)", b.Digest, got, err)
+		}
+	}
+	return nil
+}
+
+var _ = sqlstore.ManifestRef{}

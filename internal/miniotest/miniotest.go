@@ -1,0 +1,240 @@
+// Package miniotest starts a real MinIO server for tests: on a free
+// loopback port, over a temporary directory, with random credentials and a
+// fresh bucket, stopped when the test ends. No S3 mocks: the S3 blob store
+// is tested against the real thing.
+//
+// The binary is found through $WHARF_MINIO_BIN, then
+// ${WHARF_CACHE:-~/.cache/wharf-ci}/bin/minio-<Version> (what
+// scripts/test.sh installs), then minio on PATH. Without one the test is
+// skipped, unless WHARF_REQUIRE_SERVERS=1 (CI), where it fails.
+package miniotest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Version is the MinIO module version scripts/lib.sh installs (keep the
+// two in sync): `go install github.com/minio/minio@<Version>`.
+const Version = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+// Region is the region the server reports.
+const Region = "us-east-1"
+
+// Server is a running MinIO.
+type Server struct {
+	// Endpoint is "http://127.0.0.1:PORT".
+	Endpoint  string
+	AccessKey string
+	SecretKey string
+	// Bucket was created empty for this server.
+	Bucket string
+	Dir    string
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File
+}
+
+// Binary finds the minio binary (see the package comment).
+func Binary() (string, error) {
+	if p := os.Getenv("WHARF_MINIO_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("WHARF_MINIO_BIN=%s: %w", p, err)
+		}
+		return p, nil
+	}
+	cache := os.Getenv("WHARF_CACHE")
+	if cache == "" {
+		if d, err := os.UserCacheDir(); err == nil {
+			cache = filepath.Join(d, "wharf-ci")
+		}
+	}
+	if cache != "" {
+		p := filepath.Join(cache, "bin", "minio-"+Version)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("minio"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("no minio binary: set WHARF_MINIO_BIN, or run scripts/test.sh once to install it into the cache")
+}
+
+// Start starts a server that stops when t ends. It skips t when MinIO is
+// not installed, unless WHARF_REQUIRE_SERVERS=1.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		if os.Getenv("WHARF_REQUIRE_SERVERS") == "1" {
+			t.Fatalf("WHARF_REQUIRE_SERVERS=1: %v", err)
+		}
+		t.Skipf("skipping: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "wharf-minio-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Run(context.Background(), bin, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatalf("minio: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		os.RemoveAll(dir)
+	})
+	return s
+}
+
+func randomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Run starts MinIO from bin over dir (outside of tests: the helper
+// command and benchmarks). Call Stop when done.
+func Run(ctx context.Context, bin, dir string) (*Server, error) {
+	s := &Server{AccessKey: "wharf" + randomString(6), SecretKey: randomString(20), Bucket: "wharf-" + randomString(4), Dir: dir}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 5 { // a port may be taken between choosing and binding
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
+		logf, err := os.Create(filepath.Join(dir, "minio.log"))
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "server", "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port),
+			"--console-address", fmt.Sprintf("127.0.0.1:%d", cport), data)
+		cmd.Env = append(os.Environ(),
+			"MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
+			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1", "MINIO_REGION="+Region)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return nil, err
+		}
+		s.cmd, s.log, s.done = cmd, logf, make(chan struct{})
+		go func() { _ = cmd.Wait(); close(s.done) }()
+		if lastErr = s.waitReady(ctx, 60*time.Second); lastErr == nil {
+			if err := s.CreateBucket(ctx, s.Bucket); err != nil {
+				s.Stop()
+				return nil, err
+			}
+			return s, nil
+		}
+		s.Stop()
+	}
+	return nil, fmt.Errorf("minio did not start: %w (log: %s)", lastErr, s.tailLog())
+}
+
+func (s *Server) tailLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "minio.log"))
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func (s *Server) waitReady(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	c := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-s.done:
+			return errors.New("minio exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := c.Get(s.Endpoint + "/minio/health/ready")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("timed out waiting for /minio/health/ready")
+}
+
+// Client returns an S3 client for the server (path-style addressing).
+func (s *Server) Client() *s3.Client {
+	return s3.New(s3.Options{
+		Region: Region, BaseEndpoint: aws.String(s.Endpoint), UsePathStyle: true,
+		Credentials:                credentials.NewStaticCredentialsProvider(s.AccessKey, s.SecretKey, ""),
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
+	})
+}
+
+// CreateBucket creates a bucket.
+func (s *Server) CreateBucket(ctx context.Context, name string) error {
+	_, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)})
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", name, err)
+	}
+	return nil
+}
+
+// PID is the server's process id (benchmarks read its CPU time).
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
+// Stop stops the server (SIGTERM, then SIGKILL after 10 s) and waits.
+func (s *Server) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	if s.log != nil {
+		s.log.Close()
+	}
+}

@@ -1,0 +1,106 @@
+package wharftest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// DistributionBin is Debian's CNCF Distribution 2.8 (package docker-registry).
+const DistributionBin = "/usr/bin/docker-registry"
+
+// Distribution is a running CNCF Distribution registry.
+type Distribution struct {
+	URL  string // http://127.0.0.1:PORT
+	Host string // 127.0.0.1:PORT
+}
+
+// RequireServers reports whether tests must fail instead of skipping when
+// a server they need is missing (WHARF_REQUIRE_SERVERS=1, set by CI).
+func RequireServers() bool { return os.Getenv("WHARF_REQUIRE_SERVERS") == "1" }
+
+// SkipOrFail skips the test, or fails it under WHARF_REQUIRE_SERVERS=1.
+func SkipOrFail(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if RequireServers() {
+		t.Fatalf(format+" (WHARF_REQUIRE_SERVERS=1)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// StartDistribution runs /usr/bin/docker-registry on a loopback port with
+// a temporary storage directory until the test ends. It skips the test
+// when the binary is absent (fails under WHARF_REQUIRE_SERVERS=1).
+func StartDistribution(t testing.TB) *Distribution {
+	t.Helper()
+	if _, err := os.Stat(DistributionBin); err != nil {
+		SkipOrFail(t, "%s not installed (apt-get install docker-registry)", DistributionBin)
+	}
+	dir := t.TempDir()
+	var cmd *exec.Cmd
+	var host string
+	for attempt := 0; attempt < 5; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		host = l.Addr().String()
+		l.Close()
+		cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+`, filepath.Join(dir, "data"), host)
+		path := filepath.Join(dir, "config.yml")
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd = exec.Command(DistributionBin, "serve", path)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if waitUp("http://"+host+"/v2/", 10*time.Second) {
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			})
+			return &Distribution{URL: "http://" + host, Host: host}
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Logf("docker-registry did not start on %s: %s", host, out.String())
+	}
+	t.Fatal("could not start docker-registry")
+	return nil
+}
+
+func waitUp(url string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	c := &http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		if resp, err := c.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}

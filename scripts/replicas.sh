@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The scale-out shape end to end: two `wharf serve` replicas (the built
+# binary) over one throwaway PostgreSQL cluster and one shared blob
+# directory, behind HAProxy on loopback (round robin), then
+#   - the OCI conformance suite through the load balancer (0 failures, 0 skips),
+#   - a tag moved through replica A served by replica B within 1 s,
+#   - a chunked upload whose PATCHes alternate between the replicas,
+#   - replica A killed (SIGKILL) mid-PATCH: the client's retry through the
+#     load balancer finishes on B and every image pushed before is intact.
+# All of it is e2e/replicas (go test); this script turns the conformance run on.
+#
+#   scripts/replicas.sh
+#
+# Needs PostgreSQL server binaries and haproxy (scripts/test.sh setup
+# installs both from Debian). WHARF_REQUIRE_SERVERS=1 makes their absence a
+# failure instead of a skip.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+require_go
+log "two replicas behind haproxy, conformance through the load balancer"
+REPLICAS_CONFORMANCE=1 timeout --foreground --kill-after=30 1500 \
+	go test -count=1 -v -timeout 25m -run '^TestReplicas$' ./e2e/replicas/

@@ -1,0 +1,346 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/wharf-registry/wharf/oci"
+)
+
+// Observer is told about every finished request (the metrics package
+// implements it). It is called on the request's goroutine after the
+// handler returns, so it must be cheap.
+type Observer interface {
+	ObserveRequest(o *Observation)
+}
+
+// Observation is one finished request. Route is a bounded template, never
+// a raw path; Method is one of the methods the API knows or "other".
+type Observation struct {
+	Method   string
+	Route    Route
+	Status   int
+	BytesIn  int64
+	BytesOut int64
+	Duration time.Duration
+	// Blobs is the number of blobs a successful batch-endpoint call
+	// returned (-1 for other requests).
+	Blobs int
+	// Throttled says why the request was answered 429 by the server
+	// itself: "rate" or "uploads" ("" otherwise).
+	Throttled string
+}
+
+// Limiter is the rate limit the server applies after authorization: one
+// token bucket per (action, key), key being "user:<name>" for an
+// authenticated caller and "addr:<client address>" otherwise. Allow
+// reports whether the request may go on and, if not, when to retry.
+type Limiter interface {
+	Allow(action, key string) (ok bool, retryAfter time.Duration)
+}
+
+// The actions a Limiter is asked about.
+const (
+	ActionPull  = "pull"
+	ActionPush  = "push"
+	ActionBatch = "batch"
+)
+
+// methodLabel maps a request method to a bounded label value.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
+}
+
+// ---- request ids ----
+
+var (
+	idPrefix  = newIDPrefix()
+	idCounter atomic.Uint64
+)
+
+func newIDPrefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// newRequestID returns a process-unique id: a random per-process prefix
+// (so replicas never collide) and a counter (so making one costs nothing).
+func newRequestID() string {
+	var buf [13 + 20]byte
+	b := append(buf[:0], idPrefix...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, idCounter.Add(1), 10)
+	return string(b)
+}
+
+// validRequestID accepts ids a trusted proxy sends: short, printable, no
+// spaces or quotes (they end up in logs and headers).
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_.:/+=@", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// RequestID returns the id of the request ctx belongs to ("" outside a
+// request).
+func RequestID(ctx context.Context) string {
+	if info, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return info.id
+	}
+	return ""
+}
+
+// ContextHandler wraps a slog.Handler so that every record logged with a
+// request's context (Logger.InfoContext, LogAttrs, ...) carries its
+// request_id.
+func ContextHandler(h slog.Handler) slog.Handler {
+	if _, ok := h.(ctxHandler); ok {
+		return h
+	}
+	return ctxHandler{h}
+}
+
+type ctxHandler struct{ slog.Handler }
+
+func (h ctxHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h ctxHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return ctxHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h ctxHandler) WithGroup(name string) slog.Handler {
+	return ctxHandler{h.Handler.WithGroup(name)}
+}
+
+// ---- client addresses ----
+
+// ParseCIDRs parses a comma-separated list of CIDRs or addresses.
+func ParseCIDRs(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.trustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, _ := netip.ParseAddr(host)
+	return a.Unmap()
+}
+
+// clientAddr is the caller's address: the peer's, or, when the peer is a
+// trusted proxy, the right-most address of X-Forwarded-For that is not a
+// trusted proxy itself.
+func (s *Server) clientAddr(r *http.Request, peer netip.Addr, peerTrusted bool) string {
+	if peerTrusted {
+		xff := r.Header.Values("X-Forwarded-For")
+		for i := len(xff) - 1; i >= 0; i-- {
+			parts := strings.Split(xff[i], ",")
+			for j := len(parts) - 1; j >= 0; j-- {
+				a, err := netip.ParseAddr(strings.TrimSpace(parts[j]))
+				if err != nil {
+					return peer.String()
+				}
+				if !s.trusted(a) {
+					return a.Unmap().String()
+				}
+			}
+		}
+	}
+	if !peer.IsValid() {
+		return r.RemoteAddr
+	}
+	return peer.String()
+}
+
+// ---- throttling ----
+
+// limitAction is the rate-limit action of a route and method ("" for
+// requests that are not limited).
+func limitAction(route Route, method string) string {
+	switch route {
+	case RouteManifestBlobs:
+		return ActionBatch
+	case RouteBase, RouteNone:
+		return ""
+	}
+	if method == http.MethodGet || method == http.MethodHead {
+		return ActionPull
+	}
+	return ActionPush
+}
+
+// tooMany answers 429 TOOMANYREQUESTS with Retry-After (whole seconds,
+// at least 1).
+func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, reason string, after time.Duration, msg string) {
+	if info, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		info.throttled = reason
+	}
+	secs := int64((after + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", itoa(secs))
+	s.writeError(w, r, oci.Errorf(oci.CodeTooManyRequests, "%s", msg).WithDetail(map[string]int64{"retryAfterSeconds": secs}))
+}
+
+// throttle applies the rate limit and the upload cap to an authorized
+// request; it reports false when it has answered 429. release must be
+// called when the request ends.
+func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user string) (release func(), ok bool) {
+	if s.limiter != nil {
+		if action := limitAction(m.Route, r.Method); action != "" {
+			key := "user:" + user
+			if user == "" {
+				key = "addr:" + s.clientAddr(r, remoteAddr(r), s.trusted(remoteAddr(r)))
+			}
+			if ok, after := s.limiter.Allow(action, key); !ok {
+				s.tooMany(w, r, "rate", after, action+" rate limit exceeded; retry later")
+				return nil, false
+			}
+		}
+	}
+	if isUploadBody(m.Route, r.Method) {
+		n := s.uploads.Add(1)
+		if s.maxUploads > 0 && n > int64(s.maxUploads) {
+			s.uploads.Add(-1)
+			s.tooMany(w, r, "uploads", time.Second, "too many uploads in progress; retry later")
+			return nil, false
+		}
+		return func() { s.uploads.Add(-1) }, true
+	}
+	return nil, true
+}
+
+// isUploadBody reports whether the request carries blob bytes.
+func isUploadBody(route Route, method string) bool {
+	switch route {
+	case RouteUploadStart:
+		return method == http.MethodPost
+	case RouteUpload:
+		return method == http.MethodPatch || method == http.MethodPut
+	}
+	return false
+}
+
+// UploadsInProgress is the number of upload requests (POST, PATCH, PUT
+// with blob bytes) being served now.
+func (s *Server) UploadsInProgress() int64 { return s.uploads.Load() }
+
+// ---- slow clients ----
+
+// streams reports whether a route moves blob bytes: such requests get
+// idle timeouts (no progress for a while) instead of a total deadline,
+// so a large transfer is never cut while it moves.
+func streams(route Route) bool {
+	switch route {
+	case RouteBlob, RouteUploadStart, RouteUpload, RouteDownload:
+		return true
+	}
+	return false
+}
+
+// setDeadlines arms the connection's deadlines for one request: a total
+// deadline for requests that move no blob bytes, idle deadlines
+// (extended as bytes move) for those that do.
+func (s *Server) setDeadlines(w http.ResponseWriter, r *http.Request, rw *responseWriter, route Route) {
+	if s.requestTimeout <= 0 && s.idleTimeout <= 0 {
+		return
+	}
+	rc := http.NewResponseController(w)
+	if !streams(route) {
+		if s.requestTimeout > 0 {
+			d := time.Now().Add(s.requestTimeout)
+			_ = rc.SetReadDeadline(d)
+			_ = rc.SetWriteDeadline(d)
+		}
+		return
+	}
+	if s.idleTimeout <= 0 {
+		// No idle limit: clear what an earlier request on this connection set.
+		_ = rc.SetWriteDeadline(time.Time{})
+		return
+	}
+	rw.idle, rw.rc = s.idleTimeout, rc
+	_ = rc.SetWriteDeadline(time.Now().Add(s.idleTimeout))
+	if r.Body != nil && r.Body != http.NoBody {
+		_ = rc.SetReadDeadline(time.Now().Add(s.idleTimeout))
+		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.idleTimeout}
+	}
+}
+
+// idleBody extends the read deadline before every read: a client that
+// stops sending for idle is cut off, one that keeps sending never is.
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	last time.Time
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	// Re-arming costs a timer update; do it at most every idle/8.
+	if now := time.Now(); now.Sub(b.last) > b.idle/8 {
+		b.last = now
+		_ = b.rc.SetReadDeadline(now.Add(b.idle))
+	}
+	return b.ReadCloser.Read(p)
+}
