@@ -76,12 +76,13 @@ func (c *regClient) do(req *http.Request, want ...int) (int64, http.Header, erro
 	return 0, resp.Header, fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(msg))
 }
 
-// ping waits for GET /v2/ to answer, polling every 100ms until ctx ends.
+// ping waits for GET /v2/ to answer (200, or 401 when auth is on),
+// polling every 100ms until ctx ends.
 func (c *regClient) ping(ctx context.Context) error {
 	var last error
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v2/"), nil)
-		if _, _, err := c.do(req, http.StatusOK); err == nil {
+		if _, _, err := c.do(req, http.StatusOK, http.StatusUnauthorized); err == nil {
 			return nil
 		} else {
 			last = err

@@ -112,6 +112,7 @@ func waitMain(args []string) error {
 // opts are the flags of the scenarios.
 type opts struct {
 	target, repo, tag, pid, label string
+	user, password                string
 	clients                       int
 	duration, warmup, timeout     time.Duration
 	requests                      int64
@@ -158,6 +159,8 @@ func scenarioMain(name string, args []string) error {
 	fs.StringVar(&o.tag, "tag", "latest", "tag of the test image")
 	fs.StringVar(&o.pid, "pid", "", "server PID: measure its CPU time and peak RSS")
 	fs.StringVar(&o.label, "label", name, "label of the result (for report)")
+	fs.StringVar(&o.user, "user", "", "log in as this user (Basic, or the token dance for a Bearer challenge)")
+	fs.StringVar(&o.password, "password", "", "password for -user")
 	fs.IntVar(&o.clients, "clients", 16, "concurrent clients")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured phase length (always bounded)")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured warm-up before the phase (0: none)")
@@ -202,6 +205,11 @@ func scenarioMain(name string, args []string) error {
 	c, err := newRegClient(o.target, o.repo, o.clients, o.timeout)
 	if err != nil {
 		return err
+	}
+	if o.user != "" {
+		if err := c.withAuth(context.Background(), o.user, o.password); err != nil {
+			return fmt.Errorf("login: %w", err)
+		}
 	}
 	if name == "setup" {
 		return setup(c, o)
