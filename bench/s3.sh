@@ -24,7 +24,7 @@ go build -o "$tmp/wharf" ./cmd/wharf
 go build -o "$tmp/s3load" ./bench/s3load
 read -r -a extra <<<"${BENCH_S3_ARGS:-}"
 OUT=${BENCH_OUT:-$ROOT/bench/results-s3.md}
-"$tmp/s3load" -wharf "$tmp/wharf" -json "$tmp/results.json" "${extra[@]}" | tee "$tmp/out.txt"
+"$tmp/s3load" -wharf "$tmp/wharf" -json "$tmp/results.json" "${extra[@]}" 2>&1 | tee "$tmp/out.txt"
 {
 	echo "# Wharf on S3 (MinIO) — $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo

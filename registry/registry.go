@@ -61,7 +61,23 @@ type Registry struct {
 
 	tagLists sync.Map // tagsKey -> tagsEntry
 	tagListN atomic.Int64
+
+	blobInfos sync.Map // repo+digest -> blobInfoEntry (StatBlob)
+	blobInfoN atomic.Int64
 }
+
+// blobInfoEntry caches a RepoBlob answer: valid while the repository's
+// generation is unchanged (every write that unlinks a blob bumps it, on
+// every replica) and for at most blobInfoTTL, which bounds staleness
+// after a deletion that bumps nothing (garbage collection of a blob no
+// manifest references).
+type blobInfoEntry struct {
+	gen  uint64
+	at   time.Time
+	info BlobInfo
+}
+
+const blobInfoTTL = 10 * time.Second
 
 // New returns a Registry over the given stores.
 func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
@@ -102,8 +118,22 @@ func internal(op string, err error) error { return fmt.Errorf("%s: %w", op, err)
 // StatBlob returns a blob the repository may serve. A manifest's digest is
 // a blob too (the tutorial fetches a manifest through the blob URL).
 func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	// The blob GET hot path (a 307 costs this lookup and a cached
+	// signature): served from memory while nothing changed.
+	key := repo + "\x00" + d.String()
+	gen, now := r.cache.generation(repo), r.now() // before the lookup
+	if v, ok := r.blobInfos.Load(key); ok {
+		if e := v.(blobInfoEntry); e.gen == gen && now.Sub(e.at) < blobInfoTTL {
+			return e.info, nil
+		}
+	}
 	info, err := r.meta.RepoBlob(ctx, repo, d)
 	if err == nil {
+		if r.blobInfoN.Add(1) > int64(r.opts.ManifestCacheEntries) {
+			r.blobInfos.Clear()
+			r.blobInfoN.Store(0)
+		}
+		r.blobInfos.Store(key, blobInfoEntry{gen: gen, at: now, info: info})
 		return info, nil
 	}
 	if !errors.Is(err, ErrNotFound) {

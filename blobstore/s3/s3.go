@@ -17,7 +17,9 @@
 // upload id, parts and ETags, tail segments, offset) is JSON in
 // registry.Upload.Backend, which the metadata store persists after every
 // successful Append, so any replica can take the next PATCH and a restart
-// loses nothing. An Append holds at most one part in memory.
+// loses nothing. An Append holds at most two part-sized buffers (one
+// filling from the request while the previous part uploads), whatever the
+// blob size; between requests nothing is held.
 package s3
 
 import (
