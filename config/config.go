@@ -42,6 +42,14 @@ type Config struct {
 	Signing   Signing  `yaml:"signing"`
 	Auth      Auth     `yaml:"auth"`
 	TLS       TLS      `yaml:"tls"`
+	Metrics   Metrics  `yaml:"metrics"`
+}
+
+// Metrics configures the Prometheus endpoint and the debug endpoints.
+type Metrics struct {
+	Enabled bool   `yaml:"enabled" doc:"serve Prometheus metrics on /metrics and instrument requests, stores, signer and auth (false: no metrics middleware at all)"`
+	Addr    string `yaml:"addr" doc:"separate listen address for /metrics (and pprof); empty: /metrics on the main listener"`
+	Pprof   bool   `yaml:"pprof" doc:"serve /debug/pprof/ on metrics.addr (never on the main listener)"`
 }
 
 // Auth configures authentication and authorization.
@@ -126,6 +134,7 @@ type SigningCDNHMAC struct {
 type Log struct {
 	Level  string `yaml:"level" doc:"debug, info, warn or error"`
 	Format string `yaml:"format" doc:"auto (text on a terminal, JSON otherwise), text or json"`
+	Access string `yaml:"access" doc:"level of the one access log line per request: info, debug or off (5xx are always logged at error unless off)"`
 }
 
 // Storage chooses and configures the blob store.
@@ -182,13 +191,36 @@ type SQLite struct {
 type Limits struct {
 	ManifestMaxBytes int64         `yaml:"manifest_max_bytes" doc:"largest manifest accepted (413 above)"`
 	UploadMaxAge     time.Duration `yaml:"upload_max_age" doc:"idle upload sessions older than this are aborted"`
+	// Rate limits, per caller (authenticated user, else client address).
+	Rate Rate `yaml:"rate"`
+	// ConcurrentUploads caps upload requests in flight (429 above).
+	ConcurrentUploads  int   `yaml:"concurrent_uploads" doc:"upload requests (POST, PATCH, PUT with blob bytes) served at once; more get 429 with Retry-After (0: no cap)"`
+	UploadBodyMaxBytes int64 `yaml:"upload_body_max_bytes" doc:"largest body of one upload request (413 SIZE_INVALID above; 0: no limit)"`
+}
+
+// Rate configures per-caller rate limits (requests per second and burst,
+// per authenticated user or, for anonymous callers, per client address).
+// 0 turns a limit off.
+type Rate struct {
+	Pull       int `yaml:"pull" doc:"pull requests (GET/HEAD of manifests, blobs, tags, referrers, catalog) per second per caller (0: no limit)"`
+	PullBurst  int `yaml:"pull_burst" doc:"pull requests allowed in a burst (default 2 x pull)"`
+	Push       int `yaml:"push" doc:"push and delete requests per second per caller (0: no limit)"`
+	PushBurst  int `yaml:"push_burst" doc:"push requests allowed in a burst (default 2 x push)"`
+	Batch      int `yaml:"batch" doc:"batch-endpoint calls per second per caller (0: no limit)"`
+	BatchBurst int `yaml:"batch_burst" doc:"batch-endpoint calls allowed in a burst (default 2 x batch)"`
+	Clients    int `yaml:"clients" doc:"callers whose buckets are remembered (least recently seen forgotten first)"`
 }
 
 // HTTP configures the HTTP server's timeouts.
 type HTTP struct {
-	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"time to read request headers"`
-	IdleTimeout       time.Duration `yaml:"idle_timeout" doc:"keep-alive idle time"`
-	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" doc:"time in-flight requests get to finish on SIGINT/SIGTERM"`
+	ReadHeaderTimeout   time.Duration `yaml:"read_header_timeout" doc:"time to read request headers"`
+	IdleTimeout         time.Duration `yaml:"idle_timeout" doc:"keep-alive idle time"`
+	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" doc:"time in-flight requests get to finish on SIGINT/SIGTERM"`
+	RequestTimeout      time.Duration `yaml:"request_timeout" doc:"time to read and answer a request that moves no blob bytes (manifests, tags, batch; 0: none)"`
+	TransferIdleTimeout time.Duration `yaml:"transfer_idle_timeout" doc:"a blob upload or download that moves no byte for this long is cut off (0: none)"`
+	DrainDelay          time.Duration `yaml:"drain_delay" doc:"on SIGINT/SIGTERM, /readyz fails at once and the listener stays open this long before shutdown (skipped when nothing polled /readyz)"`
+	RequestID           bool          `yaml:"request_id" doc:"set X-Request-Id on every response and request_id in its log lines"`
+	TrustedProxies      string        `yaml:"trusted_proxies" doc:"comma-separated CIDRs of proxies whose X-Forwarded-For and X-Request-Id are believed"`
 }
 
 // Default returns the configuration of `wharf serve` with nothing set.
@@ -196,12 +228,15 @@ func Default() Config {
 	return Config{
 		Addr:     ":5000",
 		DataDir:  "./data",
-		Log:      Log{Level: "info", Format: "auto"},
+		Log:      Log{Level: "info", Format: "auto", Access: "info"},
 		Storage:  Storage{Driver: "filesystem", S3: S3{Region: "us-east-1", PartSize: 8 << 20}},
 		Metadata: Metadata{Driver: "sqlite", Postgres: Postgres{MaxConns: 16}},
 		GC:       GC{ReviewDelay: 24 * time.Hour, Untagged: "keep", UntaggedAfter: 24 * time.Hour},
-		Limits:   Limits{ManifestMaxBytes: 4 << 20, UploadMaxAge: 24 * time.Hour},
-		HTTP:     HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second},
+		Limits: Limits{ManifestMaxBytes: 4 << 20, UploadMaxAge: 24 * time.Hour, ConcurrentUploads: 1000,
+			Rate: Rate{Clients: 10000}},
+		HTTP: HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second,
+			RequestTimeout: time.Minute, TransferIdleTimeout: time.Minute, DrainDelay: 5 * time.Second, RequestID: true},
+		Metrics:  Metrics{Enabled: true},
 		Redirect: Redirect{Expiry: 20 * time.Minute},
 		Signing:  Signing{Signer: "local"},
 		Auth: Auth{
@@ -302,6 +337,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want auto, text or json", c.Log.Format))
 	}
 	errs = append(errs, c.validateAuth()...)
+	errs = append(errs, c.validateProduction()...)
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("public_url %q must start with http:// or https://", c.PublicURL))
 	}

@@ -290,7 +290,11 @@ step_conformance_s3() {
 	source "$envfile"
 	set +a
 	info "MinIO at $WHARF_STORAGE_S3_ENDPOINT, bucket $WHARF_STORAGE_S3_BUCKET"
-	WHARF_STORAGE_DRIVER=s3 WHARF_STORAGE_S3_PREFIX=conformance/ WHARF_SIGNING_SIGNER=s3 WHARF_REDIRECT_ENABLED=true \
+	# The dev suite, like the redirect step, except that the final answer of a blob
+	# GET is MinIO's own, and object storage cannot send Docker-Content-Digest (the
+	# registry's 307 carries it): OCI_API_BLOBS_DIGEST_HEADER stays at the 1.1 default.
+	OCI_VERSION=dev OCI_API_BLOBS_DIGEST_HEADER=false \
+		WHARF_STORAGE_DRIVER=s3 WHARF_STORAGE_S3_PREFIX=conformance/ WHARF_SIGNING_SIGNER=s3 WHARF_REDIRECT_ENABLED=true \
 		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/s3" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_S3_LOG" || rc=$?
 	stop_minio

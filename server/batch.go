@@ -56,6 +56,9 @@ func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 		}
 		return
 	}
+	if info, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+		info.blobs = len(urls.Blobs)
+	}
 	body, etag := urls.JSON()
 	h := w.Header()
 	h.Set("ETag", etag)

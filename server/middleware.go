@@ -39,6 +39,9 @@ type Observation struct {
 	// Throttled says why the request was answered 429 by the server
 	// itself: "rate" or "uploads" ("" otherwise).
 	Throttled string
+	// Pattern is the handler pattern of a request outside /v2/ that a
+	// handler added with Handle served (Route is then RouteNone).
+	Pattern string
 }
 
 // Limiter is the rate limit the server applies after authorization: one
@@ -142,31 +145,6 @@ func (h ctxHandler) WithGroup(name string) slog.Handler {
 
 // ---- client addresses ----
 
-// ParseCIDRs parses a comma-separated list of CIDRs or addresses.
-func ParseCIDRs(s string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if !strings.Contains(f, "/") {
-			a, err := netip.ParseAddr(f)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-			continue
-		}
-		p, err := netip.ParsePrefix(f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}
-
 func (s *Server) trusted(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, p := range s.trustedProxies {
@@ -211,6 +189,19 @@ func (s *Server) clientAddr(r *http.Request, peer netip.Addr, peerTrusted bool) 
 	return peer.String()
 }
 
+// limitAddr is the client address a rate limit is keyed by: without
+// trusted proxies, the peer's host as written (no parsing on the hot path).
+func (s *Server) limitAddr(r *http.Request) string {
+	if len(s.trustedProxies) == 0 {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			return host
+		}
+		return r.RemoteAddr
+	}
+	peer := remoteAddr(r)
+	return s.clientAddr(r, peer, s.trusted(peer))
+}
+
 // ---- throttling ----
 
 // limitAction is the rate-limit action of a route and method ("" for
@@ -250,7 +241,7 @@ func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user 
 		if action := limitAction(m.Route, r.Method); action != "" {
 			key := "user:" + user
 			if user == "" {
-				key = "addr:" + s.clientAddr(r, remoteAddr(r), s.trusted(remoteAddr(r)))
+				key = "addr:" + s.limitAddr(r)
 			}
 			if ok, after := s.limiter.Allow(action, key); !ok {
 				s.tooMany(w, r, "rate", after, action+" rate limit exceeded; retry later")
@@ -259,6 +250,13 @@ func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user 
 		}
 	}
 	if isUploadBody(m.Route, r.Method) {
+		if s.maxUploadBody > 0 {
+			if r.ContentLength > s.maxUploadBody {
+				s.writeError(w, r, oci.Errorf(oci.CodeSizeInvalid, "request body over %d bytes", s.maxUploadBody).WithStatus(http.StatusRequestEntityTooLarge))
+				return nil, false
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, s.maxUploadBody)
+		}
 		n := s.uploads.Add(1)
 		if s.maxUploads > 0 && n > int64(s.maxUploads) {
 			s.uploads.Add(-1)
@@ -341,6 +339,8 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	if now := time.Now(); now.Sub(b.last) > b.idle/8 {
 		b.last = now
 		_ = b.rc.SetReadDeadline(now.Add(b.idle))
+		// The answer comes after the body: keep the write side alive too.
+		_ = b.rc.SetWriteDeadline(now.Add(2 * b.idle))
 	}
 	return b.ReadCloser.Read(p)
 }

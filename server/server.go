@@ -10,8 +10,10 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/wharf-registry/wharf/auth"
@@ -39,6 +41,33 @@ type Options struct {
 	RedirectExpiry time.Duration
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+
+	// Observer is told about every finished request (metrics); nil: none.
+	Observer Observer
+	// Limiter rate-limits authorized requests per action and caller;
+	// nil: no rate limit.
+	Limiter Limiter
+	// MaxUploads caps concurrent upload requests (POST, PATCH, PUT with
+	// blob bytes); more get 429 with Retry-After. 0: no cap.
+	MaxUploads int
+	// MaxUploadBody bounds the body of one upload request (413 above);
+	// 0: no bound.
+	MaxUploadBody int64
+	// RequestIDs sets X-Request-Id on every response and in every log
+	// line of the request. An incoming X-Request-Id is kept only from a
+	// peer in TrustedProxies (which also name whose X-Forwarded-For is
+	// believed for the client address).
+	RequestIDs     bool
+	TrustedProxies []netip.Prefix
+	// AccessLog is the level of the one log line per request;
+	// AccessLogOff turns it off.
+	AccessLog    slog.Level
+	AccessLogOff bool
+	// RequestTimeout bounds reading and answering a request that moves
+	// no blob bytes; IdleTimeout cuts a blob transfer (upload body or
+	// download) that makes no progress for that long. 0: no limit.
+	RequestTimeout time.Duration
+	IdleTimeout    time.Duration
 }
 
 // DefaultRedirectExpiry is how long a redirect's signed URL lives.
@@ -55,6 +84,18 @@ type Server struct {
 	redirect       bool
 	redirectExpiry time.Duration
 	now            func() time.Time
+
+	observer       Observer
+	limiter        Limiter
+	maxUploads     int
+	maxUploadBody  int64
+	uploads        atomic.Int64
+	requestIDs     bool
+	trustedProxies []netip.Prefix
+	accessLevel    slog.Level
+	accessOff      bool
+	requestTimeout time.Duration
+	idleTimeout    time.Duration
 }
 
 // New returns a Server.
@@ -62,6 +103,9 @@ func New(o Options) *Server {
 	s := &Server{
 		reg: o.Registry, auth: o.Auth, log: o.Logger, publicURL: strings.TrimRight(o.PublicURL, "/"),
 		downloads: o.Downloads, redirect: o.Redirect, redirectExpiry: o.RedirectExpiry, now: o.Now,
+		observer: o.Observer, limiter: o.Limiter, maxUploads: o.MaxUploads, maxUploadBody: o.MaxUploadBody, requestIDs: o.RequestIDs,
+		trustedProxies: o.TrustedProxies, accessLevel: o.AccessLog, accessOff: o.AccessLogOff,
+		requestTimeout: o.RequestTimeout, idleTimeout: o.IdleTimeout,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -75,6 +119,7 @@ func New(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.log = slog.New(ContextHandler(s.log.Handler()))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v2/", s.serveV2)
 	s.mux.HandleFunc("/v2", s.serveV2)
@@ -92,34 +137,39 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &responseWriter{ResponseWriter: w}
-	info := &requestInfo{}
+	info := &requestInfo{blobs: -1}
+	if s.requestIDs {
+		if id := r.Header.Get("X-Request-Id"); id != "" && len(s.trustedProxies) > 0 && validRequestID(id) && s.trusted(remoteAddr(r)) {
+			info.id = id
+		} else {
+			info.id = newRequestID()
+		}
+		rw.Header().Set("X-Request-Id", info.id)
+	}
 	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
 				panic(p)
 			}
-			s.log.Error("panic serving request", "method", r.Method, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			s.log.ErrorContext(r.Context(), "panic serving request", "method", r.Method, "path", truncate(r.URL.Path), "panic", p, "stack", string(debug.Stack()))
 			if !rw.wroteHeader {
 				s.writeError(rw, r, oci.NewError(oci.CodeUnknown))
 			}
 		}
-		level := slog.LevelInfo
-		if rw.status >= 500 {
-			level = slog.LevelError
-		}
-		s.log.LogAttrs(r.Context(), level, "request",
-			slog.String("method", r.Method),
-			slog.String("route", info.route.String()),
-			slog.String("repo", info.repo),
-			slog.Int("status", rw.statusCode()),
-			slog.Int64("bytes_out", rw.bytes),
-			slog.Int64("bytes_in", r.ContentLength),
-			slog.Duration("duration", time.Since(start)),
-			slog.String("remote", r.RemoteAddr),
-		)
+		s.finish(r, rw, info, start)
 	}()
 	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if !strings.HasPrefix(r.URL.Path, "/v2") {
+		// /v2/ requests arm their deadlines once routed (serveV2).
+		route := RouteNone
+		if strings.HasPrefix(r.URL.Path, DownloadPrefix) {
+			route = RouteDownload
+		} else if _, pattern := s.mux.Handler(r); pattern != "" {
+			info.pattern = pattern // registered patterns: a bounded set
+		}
+		s.setDeadlines(rw, r, rw, route)
+	}
 	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
 		// Not through the mux: it redirects "a//b" and "a/../b" to a
 		// cleaned path, and a client following a PUT there would write to
@@ -134,15 +184,70 @@ type infoKey struct{}
 
 // requestInfo carries what the router learned to the access log.
 type requestInfo struct {
-	route Route
-	repo  string
+	route     Route
+	repo      string
+	id        string // request id ("" when off)
+	user      string // authenticated caller
+	blobs     int    // blobs a batch call returned (-1: not one)
+	throttled string // why the server answered 429 itself
+	pattern   string // the handler pattern of a request outside /v2/
+}
+
+// routeLabel is the bounded route of the access log and metrics.
+func (i *requestInfo) routeLabel() string {
+	if i.route == RouteNone && i.pattern != "" {
+		return i.pattern
+	}
+	return i.route.String()
+}
+
+// finish writes the access log line and tells the observer.
+func (s *Server) finish(r *http.Request, rw *responseWriter, info *requestInfo, start time.Time) {
+	d := time.Since(start)
+	status := rw.statusCode()
+	if s.observer != nil {
+		bytesIn := r.ContentLength
+		if bytesIn < 0 {
+			bytesIn = 0
+		}
+		s.observer.ObserveRequest(&Observation{
+			Method: methodLabel(r.Method), Route: info.route, Status: status, BytesIn: bytesIn,
+			BytesOut: rw.bytes, Duration: d, Blobs: info.blobs, Throttled: info.throttled, Pattern: info.pattern,
+		})
+	}
+	if s.accessOff {
+		return
+	}
+	level := s.accessLevel
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	ctx := r.Context()
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	s.log.LogAttrs(ctx, level, "request",
+		slog.String("method", r.Method),
+		slog.String("route", info.routeLabel()),
+		slog.String("repo", info.repo),
+		slog.Int("status", status),
+		slog.Int64("bytes_out", rw.bytes),
+		slog.Int64("bytes_in", r.ContentLength),
+		slog.Duration("duration", d),
+		slog.String("user", info.user),
+		slog.String("remote", r.RemoteAddr),
+	)
 }
 
 // serveV2 routes a /v2/ request.
 func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 	m := ParseV2Path(r.URL.Path)
-	if info, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
+	info, _ := r.Context().Value(infoKey{}).(*requestInfo)
+	if info != nil {
 		info.route, info.repo = m.Route, m.Name
+	}
+	if rw, ok := w.(*responseWriter); ok {
+		s.setDeadlines(w, r, rw, m.Route)
 	}
 	if m.Route == RouteNone {
 		s.writeError(w, r, oci.Errorf(oci.CodeNameUnknown, "no such endpoint: %s", truncate(r.URL.Path)).WithStatus(http.StatusNotFound))
@@ -174,6 +279,16 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 		}
 		s.writeError(w, r, err)
 		return
+	}
+	if info != nil {
+		info.user = id.Subject
+	}
+	release, ok := s.throttle(w, r, m, id.Subject)
+	if !ok {
+		return
+	}
+	if release != nil {
+		defer release()
 	}
 	h(w, r, &call{m: m, id: id})
 }
@@ -285,7 +400,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			// The client went away; nobody will read the answer.
 			e = oci.NewError(oci.CodeUnknown).WithStatus(499)
 		} else {
-			s.log.Error("internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+			s.log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", truncate(r.URL.Path), "err", err)
 			e = oci.NewError(oci.CodeUnknown)
 		}
 	}

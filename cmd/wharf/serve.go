@@ -71,6 +71,10 @@ environment variables, then flags.`,
 }
 
 func newLogger(c config.Log) *slog.Logger {
+	return slog.New(server.ContextHandler(newLogHandler(c)))
+}
+
+func newLogHandler(c config.Log) slog.Handler {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
@@ -82,9 +86,9 @@ func newLogger(c config.Log) *slog.Logger {
 		}
 	}
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return slog.NewTextHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return slog.NewJSONHandler(os.Stderr, opts)
 }
 
 // serve runs the registry until ctx is done, then shuts down gracefully.
@@ -123,19 +127,30 @@ func serve(ctx context.Context, cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	reg := registry.New(meta, blobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: urls})
+	ops := newOps(cfg, log)
+	regMeta, regBlobs, urls := ops.stores(meta, blobs, urls)
+	reg := registry.New(regMeta, regBlobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: urls})
 	authz, tokenHandler, err := newAuth(cfg, log)
 	if err != nil {
 		return err
 	}
+	authz = ops.authorizer(authz)
 	tlsConfig, err := newTLSConfig(cfg.TLS)
 	if err != nil {
 		return err
 	}
-	srv := server.New(server.Options{
+	so := server.Options{
 		Registry: reg, Logger: log, PublicURL: cfg.PublicURL, Auth: authz,
 		Downloads: sign, Redirect: cfg.Redirect.Enabled, RedirectExpiry: cfg.Redirect.Expiry,
-	})
+	}
+	if err := ops.serverOptions(&so); err != nil {
+		return err
+	}
+	srv := server.New(so)
+	if err := ops.routes(srv, reg, checks(cfg, meta, blobs, blobRoot)); err != nil {
+		return err
+	}
+	defer ops.close(context.Background())
 	if tokenHandler != nil {
 		srv.Handle(service.TokenPath, tokenHandler)
 	}
@@ -170,6 +185,7 @@ func serve(ctx context.Context, cfg config.Config) error {
 		return err
 	case <-ctx.Done():
 	}
+	ops.drain(context.Background())
 	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.HTTP.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancel()

@@ -16,7 +16,9 @@ import (
 
 	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
+	"github.com/wharf-registry/wharf/health"
 	"github.com/wharf-registry/wharf/metadata/sqlite"
+	"github.com/wharf-registry/wharf/metrics"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/server"
 	"github.com/wharf-registry/wharf/signer"
@@ -32,6 +34,9 @@ type Registry struct {
 	Dir      string
 	Registry *registry.Registry
 	HTTP     *httptest.Server
+	// Metrics and Health are set with Options.Production.
+	Metrics *metrics.Metrics
+	Health  *health.Checker
 }
 
 // Options tune a test registry.
@@ -52,6 +57,12 @@ type Options struct {
 	// Handlers are served beside /v2/, by path pattern (the token
 	// endpoint: {"/token": svc.TokenHandler()}).
 	Handlers map[string]http.Handler
+	// Production adds what `wharf serve` runs with by default: Prometheus
+	// metrics on /metrics (stores, signer and auth instrumented), /livez
+	// and /readyz, request ids.
+	Production bool
+	// Server adjusts the server's options last (rate limits, timeouts).
+	Server func(*server.Options)
 }
 
 // Start runs a registry until the test ends.
@@ -97,8 +108,38 @@ func Start(t testing.TB, opts ...Options) *Registry {
 	if ro.Signer == nil {
 		ro.Signer = sign
 	}
-	reg := registry.New(meta, blobs, ro)
-	srv := server.New(server.Options{Registry: reg, Logger: log, Downloads: sign, Redirect: o.Redirect, Now: ro.Now, Auth: o.Auth})
+	var met *metrics.Metrics
+	regMeta, regBlobs, authz := registry.MetadataStore(meta), blobs, o.Auth
+	if o.Production {
+		met = metrics.New()
+		regMeta, regBlobs, ro.Signer = met.MetadataStore(meta), met.BlobStore(blobs), met.Signer(ro.Signer)
+		if authz == nil {
+			authz = auth.AllowAll{}
+		}
+		authz = met.Authorizer(authz)
+	}
+	reg := registry.New(regMeta, regBlobs, ro)
+	so := server.Options{Registry: reg, Logger: log, Downloads: sign, Redirect: o.Redirect, Now: ro.Now, Auth: authz}
+	if met != nil {
+		so.Observer, so.RequestIDs = met, true
+	}
+	if o.Server != nil {
+		o.Server(&so)
+	}
+	srv := server.New(so)
+	var checker *health.Checker
+	if met != nil {
+		checks := health.Embedded(meta, filepath.Join(dir, "wharf.db"), filepath.Join(dir, "blobs"))
+		if p, ok := blobs.(health.Pinger); ok {
+			checks[1] = health.Ping("blobs", p)
+		}
+		checker = health.New(health.Options{}, checks...)
+		met.SignatureCache(reg.SignatureCacheStats)
+		met.UploadsInProgress(srv.UploadsInProgress)
+		srv.Handle("/metrics", met.Handler())
+		srv.Handle("/livez", health.Livez())
+		srv.Handle("/readyz", checker.Readyz())
+	}
 	for pattern, h := range o.Handlers {
 		srv.Handle(pattern, h)
 	}
@@ -107,5 +148,5 @@ func Start(t testing.TB, opts ...Options) *Registry {
 		hs.Close()
 		meta.Close()
 	})
-	return &Registry{URL: hs.URL, Host: strings.TrimPrefix(hs.URL, "http://"), Dir: dir, Registry: reg, HTTP: hs}
+	return &Registry{URL: hs.URL, Host: strings.TrimPrefix(hs.URL, "http://"), Dir: dir, Registry: reg, HTTP: hs, Metrics: met, Health: checker}
 }
