@@ -64,6 +64,11 @@ type Registry struct {
 
 	blobInfos sync.Map // repo+digest -> blobInfoEntry (StatBlob)
 	blobInfoN atomic.Int64
+	// cacheBlobLookups is off when replicas share the metadata store: a
+	// blob deleted through one replica must be gone on the next request to
+	// any other (the spec's "delete is atomic"), which a notification that
+	// arrives a moment later cannot promise.
+	cacheBlobLookups bool
 }
 
 // blobInfoEntry caches a RepoBlob answer: valid while the repository's
@@ -94,12 +99,14 @@ func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
 	if log == nil {
 		log = slog.Default()
 	}
+	_, shared := meta.(ChangeFeed)
 	return &Registry{
 		meta: meta, blobs: blobs, opts: opts, log: log,
-		cache:  newManifestCache(opts.ManifestCacheEntries),
-		now:    opts.Now,
-		signer: opts.Signer,
-		newID:  func() string { return uuid.NewString() },
+		cache:            newManifestCache(opts.ManifestCacheEntries),
+		now:              opts.Now,
+		signer:           opts.Signer,
+		newID:            func() string { return uuid.NewString() },
+		cacheBlobLookups: !shared,
 	}
 }
 
@@ -122,18 +129,20 @@ func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (
 	// signature): served from memory while nothing changed.
 	key := repo + "\x00" + d.String()
 	gen, now := r.cache.generation(repo), r.now() // before the lookup
-	if v, ok := r.blobInfos.Load(key); ok {
+	if v, ok := r.blobInfos.Load(key); ok && r.cacheBlobLookups {
 		if e := v.(blobInfoEntry); e.gen == gen && now.Sub(e.at) < blobInfoTTL {
 			return e.info, nil
 		}
 	}
 	info, err := r.meta.RepoBlob(ctx, repo, d)
 	if err == nil {
-		if r.blobInfoN.Add(1) > int64(r.opts.ManifestCacheEntries) {
-			r.blobInfos.Clear()
-			r.blobInfoN.Store(0)
+		if r.cacheBlobLookups {
+			if r.blobInfoN.Add(1) > int64(r.opts.ManifestCacheEntries) {
+				r.blobInfos.Clear()
+				r.blobInfoN.Store(0)
+			}
+			r.blobInfos.Store(key, blobInfoEntry{gen: gen, at: now, info: info})
 		}
-		r.blobInfos.Store(key, blobInfoEntry{gen: gen, at: now, info: info})
 		return info, nil
 	}
 	if !errors.Is(err, ErrNotFound) {

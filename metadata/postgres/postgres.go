@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,74 @@ type Store struct {
 	log       *slog.Logger
 	listening atomic.Bool
 	applied   []sqlstore.Migration
+	waiters   sync.Map // notification token -> chan struct{} (Expect)
+}
+
+// echoWait bounds how long a write waits for the other replicas.
+const echoWait = time.Second
+
+// ackChannel carries acknowledgements: a listener that applied a change
+// notification answers with its token on this channel.
+const ackChannel = "wharf_ack"
+
+// listenerApp is the application_name of listener connections, so a writer
+// can count the replicas that must acknowledge its change.
+const listenerApp = "wharf-listener"
+
+// waiter counts the acknowledgements of one write's notification.
+type waiter struct {
+	mu   sync.Mutex
+	acks int
+	want int // 0 until the writer knows how many listeners there are
+	done chan struct{}
+}
+
+func (w *waiter) check() {
+	if w.want > 0 && w.acks >= w.want {
+		select {
+		case <-w.done:
+		default:
+			close(w.done)
+		}
+	}
+}
+
+// Expect implements sqlstore.Echoer, as an invalidation barrier: after its
+// commit a write waits until every connected replica's listener (this
+// one's included) has applied its notification and said so on ackChannel.
+// Then no replica serves the old state to the client's next request, which
+// is what the spec's "a deleted manifest is gone" needs behind a load
+// balancer. The wait is bounded; without a listener it is skipped.
+func (s *Store) Expect(token string) (wait func(context.Context), cancel func()) {
+	w := &waiter{done: make(chan struct{})}
+	s.waiters.Store(token, w)
+	cancel = func() { s.waiters.Delete(token) }
+	wait = func(ctx context.Context) {
+		defer cancel()
+		if !s.listening.Load() {
+			return
+		}
+		var n int
+		qctx, qcancel := context.WithTimeout(ctx, echoWait)
+		err := s.pool.QueryRow(qctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()`, listenerApp).Scan(&n)
+		qcancel()
+		if err != nil || n == 0 {
+			n = 1 // at least our own listener
+		}
+		w.mu.Lock()
+		w.want = n
+		w.check()
+		w.mu.Unlock()
+		t := time.NewTimer(echoWait)
+		defer t.Stop()
+		select {
+		case <-w.done:
+		case <-t.C:
+			s.log.Warn("postgres: not every replica acknowledged a change in time; some may serve the old state briefly", "wait", echoWait, "replicas", n)
+		case <-ctx.Done():
+		}
+	}
+	return wait, cancel
 }
 
 var (
@@ -118,7 +187,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	} else {
 		log.Warn("postgres: no LISTEN/NOTIFY; replicas' caches expire after a TTL instead", "ttl", s.ttl, "err", err)
 	}
-	s.Store = sqlstore.New(db, db, sqlstore.Dialect{Numbered: true, RowLocks: true, Notify: s.notify, Retryable: retryable})
+	s.Store = sqlstore.New(db, db, sqlstore.Dialect{Numbered: true, RowLocks: true, Notify: s.notify, Retryable: retryable, Echo: s})
 	return s, nil
 }
 
@@ -240,13 +309,18 @@ func (s *Store) ttlOnly(ctx context.Context, changed func(string)) error {
 // listen holds one LISTEN connection until it fails or ctx is done.
 func (s *Store) listen(ctx context.Context, changed func(string)) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := pgx.ConnectConfig(cctx, s.pool.Config().ConnConfig.Copy())
+	cfg := s.pool.Config().ConnConfig.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["application_name"] = listenerApp
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	cancel()
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, `LISTEN `+sqlstore.NotifyChannel); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+sqlstore.NotifyChannel+`; LISTEN `+ackChannel); err != nil {
 		return err
 	}
 	s.listening.Store(true)
@@ -257,7 +331,24 @@ func (s *Store) listen(ctx context.Context, changed func(string)) error {
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err == nil {
-			changed(n.Payload)
+			if n.Channel == ackChannel {
+				if v, ok := s.waiters.Load(n.Payload); ok {
+					w := v.(*waiter)
+					w.mu.Lock()
+					w.acks++
+					w.check()
+					w.mu.Unlock()
+				}
+				continue
+			}
+			repo, token := sqlstore.ParseNotifyPayload(n.Payload)
+			changed(repo)
+			if token != "" {
+				// Tell the writer this replica has dropped its stale state.
+				if _, err := conn.Exec(ctx, `SELECT pg_notify('`+ackChannel+`', $1)`, token); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if ctx.Err() != nil {

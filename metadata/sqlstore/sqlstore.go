@@ -6,7 +6,9 @@ package sqlstore
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +38,30 @@ type Dialect struct {
 	// Retryable reports errors after which a whole transaction may be run
 	// again (serialization failures, deadlocks); nil: none.
 	Retryable func(error) bool
+	// Echo, with Notify, lets a write wait after its commit until its own
+	// notification came back through the change listener: by then the
+	// other replicas have been sent it too, so a client's next request to
+	// any replica finds the change (a delete is "atomic" across replicas,
+	// as the spec asks). nil: no wait.
+	Echo Echoer
+}
+
+// Echoer is the change listener's side of Dialect.Echo.
+type Echoer interface {
+	// Expect registers a notification token before the transaction that
+	// sends it commits; wait blocks until it arrives (bounded), cancel
+	// forgets it (the transaction rolled back).
+	Expect(token string) (wait func(context.Context), cancel func())
+}
+
+// NotifyPayload is what a change notification carries: the repository
+// and, after a newline (names cannot contain one), the sender's token.
+func NotifyPayload(repo, token string) string { return repo + "\n" + token }
+
+// ParseNotifyPayload splits a payload made by NotifyPayload.
+func ParseNotifyPayload(p string) (repo, token string) {
+	repo, token, _ = strings.Cut(p, "\n")
+	return repo, token
 }
 
 // NotifyChannel is the LISTEN/NOTIFY channel that carries repository names
@@ -49,6 +75,14 @@ type Store struct {
 	read, write *sql.DB
 	dialect     Dialect
 	queries     map[string]string
+	echoes      sync.Map // *sql.Tx -> *echo, for Dialect.Echo
+}
+
+// echo is one write transaction's notification token.
+type echo struct {
+	token        string
+	wait         func(context.Context)
+	cancelExpect func()
 }
 
 // New returns a store. read and write may be the same *sql.DB.
@@ -101,11 +135,21 @@ func (s *Store) tx1(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if err == nil {
+		err = tx.Commit()
+	} else {
 		_ = tx.Rollback()
-		return err
 	}
-	return tx.Commit()
+	if v, ok := s.echoes.LoadAndDelete(tx); ok {
+		e := v.(*echo)
+		if err != nil {
+			e.cancelExpect()
+		} else {
+			e.wait(ctx)
+		}
+	}
+	return err
 }
 
 // changed tells other replicas, on commit, that repo changed.
@@ -113,8 +157,25 @@ func (s *Store) changed(ctx context.Context, tx *sql.Tx, repo string) error {
 	if !s.dialect.Notify {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, s.q(`SELECT pg_notify('`+NotifyChannel+`', ?)`), repo)
+	token := ""
+	if s.dialect.Echo != nil {
+		v, ok := s.echoes.Load(tx)
+		if !ok {
+			e := &echo{token: newToken()}
+			e.wait, e.cancelExpect = s.dialect.Echo.Expect(e.token)
+			s.echoes.Store(tx, e)
+			v = e
+		}
+		token = v.(*echo).token
+	}
+	_, err := tx.ExecContext(ctx, s.q(`SELECT pg_notify('`+NotifyChannel+`', ?)`), NotifyPayload(repo, token))
 	return err
+}
+
+func newToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // forShare and forUpdate are the row-locking clauses where the engine has them.
