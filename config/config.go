@@ -43,6 +43,15 @@ type Config struct {
 	Auth      Auth     `yaml:"auth"`
 	TLS       TLS      `yaml:"tls"`
 	Metrics   Metrics  `yaml:"metrics"`
+	Tracing   Tracing  `yaml:"tracing"`
+}
+
+// Tracing configures OpenTelemetry tracing (off by default).
+type Tracing struct {
+	Enabled     bool    `yaml:"enabled" doc:"export OpenTelemetry traces over OTLP/HTTP: a span per request named by its route template, child spans for store operations; an incoming traceparent is continued (false: no tracer at all)"`
+	Endpoint    string  `yaml:"endpoint" doc:"OTLP/HTTP collector URL (http://127.0.0.1:4318; spans go to <endpoint>/v1/traces); empty: the OTEL_EXPORTER_OTLP_* environment, else http://localhost:4318"`
+	SampleRatio float64 `yaml:"sample_ratio" doc:"fraction of new traces recorded, 0 to 1; requests with a traceparent follow its sampled flag"`
+	ServiceName string  `yaml:"service_name" doc:"service.name of the exported spans"`
 }
 
 // Metrics configures the Prometheus endpoint and the debug endpoints.
@@ -237,6 +246,7 @@ func Default() Config {
 		HTTP: HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second,
 			RequestTimeout: time.Minute, TransferIdleTimeout: time.Minute, DrainDelay: 5 * time.Second, RequestID: true},
 		Metrics:  Metrics{Enabled: true},
+		Tracing:  Tracing{SampleRatio: 0.1, ServiceName: "wharf"},
 		Redirect: Redirect{Expiry: 20 * time.Minute},
 		Signing:  Signing{Signer: "local"},
 		Auth: Auth{
@@ -432,6 +442,12 @@ func setValue(v reflect.Value, s string) error {
 			return err
 		}
 		v.SetBool(b)
+	case float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		v.SetFloat(f)
 	default:
 		return fmt.Errorf("unsupported type %s", v.Type())
 	}

@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strings"
 )
 
-// validateProduction checks metrics.*, log.access, the HTTP limits and
-// the rate limits.
+// validateProduction checks metrics.*, tracing.*, log.access, the HTTP
+// limits and the rate limits.
 func (c Config) validateProduction() []error {
 	var errs []error
 	switch c.Log.Access {
@@ -36,6 +37,19 @@ func (c Config) validateProduction() []error {
 	}
 	if l.ConcurrentUploads < 0 || l.UploadBodyMaxBytes < 0 {
 		errs = append(errs, errors.New("limits.concurrent_uploads and limits.upload_body_max_bytes must not be negative"))
+	}
+	if t := c.Tracing; t.Enabled {
+		if !(t.SampleRatio >= 0 && t.SampleRatio <= 1) {
+			errs = append(errs, fmt.Errorf("tracing.sample_ratio %v: want 0 to 1", t.SampleRatio))
+		}
+		if t.ServiceName == "" {
+			errs = append(errs, errors.New("tracing.service_name must not be empty"))
+		}
+		if t.Endpoint != "" {
+			if u, err := url.Parse(t.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("tracing.endpoint %q: want an http:// or https:// URL", t.Endpoint))
+			}
+		}
 	}
 	return errs
 }

@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
@@ -68,6 +71,12 @@ type Options struct {
 	// download) that makes no progress for that long. 0: no limit.
 	RequestTimeout time.Duration
 	IdleTimeout    time.Duration
+	// Tracer, when set, makes one server span per request, named by its
+	// route template, continuing the trace of an incoming traceparent
+	// (read by Propagator; nil: W3C trace context). nil: no tracing, not
+	// one tracer call.
+	Tracer     trace.Tracer
+	Propagator propagation.TextMapPropagator
 }
 
 // DefaultRedirectExpiry is how long a redirect's signed URL lives.
@@ -96,6 +105,8 @@ type Server struct {
 	accessOff      bool
 	requestTimeout time.Duration
 	idleTimeout    time.Duration
+	tracer         trace.Tracer // nil: tracing off
+	propagator     propagation.TextMapPropagator
 }
 
 // New returns a Server.
@@ -106,6 +117,10 @@ func New(o Options) *Server {
 		observer: o.Observer, limiter: o.Limiter, maxUploads: o.MaxUploads, maxUploadBody: o.MaxUploadBody, requestIDs: o.RequestIDs,
 		trustedProxies: o.TrustedProxies, accessLevel: o.AccessLog, accessOff: o.AccessLogOff,
 		requestTimeout: o.RequestTimeout, idleTimeout: o.IdleTimeout,
+		tracer: o.Tracer, propagator: o.Propagator,
+	}
+	if s.tracer != nil && s.propagator == nil {
+		s.propagator = propagation.TraceContext{}
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -146,7 +161,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rw.Header().Set("X-Request-Id", info.id)
 	}
-	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	ctx := r.Context()
+	var span trace.Span // nil unless tracing is on
+	if s.tracer != nil {
+		ctx, span = s.startSpan(ctx, r)
+	}
+	r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -158,6 +178,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		s.finish(r, rw, info, start)
+		if span != nil {
+			s.endSpan(span, r, rw, info)
+		}
 	}()
 	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	if !strings.HasPrefix(r.URL.Path, "/v2") {

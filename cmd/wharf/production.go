@@ -16,13 +16,15 @@ import (
 	"github.com/wharf-registry/wharf/ratelimit"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/server"
+	"github.com/wharf-registry/wharf/tracing"
 )
 
 // ops is what "Running in production" adds around the registry: metrics,
-// health, rate limits, request ids, slow-client timeouts.
+// tracing, health, rate limits, request ids, slow-client timeouts.
 type ops struct {
 	cfg     config.Config
-	metrics *metrics.Metrics // nil when metrics.enabled is false
+	metrics *metrics.Metrics  // nil when metrics.enabled is false
+	tracing *tracing.Provider // nil when tracing.enabled is false
 	health  *health.Checker
 	log     *slog.Logger
 	msrv    *http.Server // the metrics listener, when metrics.addr is set
@@ -36,16 +38,47 @@ func newOps(cfg config.Config, log *slog.Logger) *ops {
 	return o
 }
 
+// startTracing creates the tracer provider when tracing.enabled is set.
+func (o *ops) startTracing(ctx context.Context) error {
+	t := o.cfg.Tracing
+	if !t.Enabled {
+		return nil
+	}
+	p, err := tracing.New(ctx, tracing.Options{Endpoint: t.Endpoint, SampleRatio: t.SampleRatio, ServiceName: t.ServiceName, ServiceVersion: version})
+	if err != nil {
+		return err
+	}
+	o.tracing = p
+	o.log.Info("tracing on", "endpoint", t.Endpoint, "sample_ratio", t.SampleRatio, "service_name", t.ServiceName)
+	return nil
+}
+
+// stopTracing flushes the spans not yet exported and stops the provider.
+func (o *ops) stopTracing() {
+	if o.tracing == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := o.tracing.Shutdown(ctx); err != nil {
+		o.log.Warn("tracing shutdown", "err", err)
+	}
+}
+
 // stores wraps the stores and the signer with instrumenting decorators
-// (when metrics are on).
+// (when metrics are on) and the stores with tracing decorators (when
+// tracing is on).
 func (o *ops) stores(meta registry.MetadataStore, blobs registry.BlobStore, sign registry.Signer) (registry.MetadataStore, registry.BlobStore, registry.Signer) {
-	if o.metrics == nil {
-		return meta, blobs, sign
+	if o.metrics != nil {
+		if sign != nil {
+			sign = o.metrics.Signer(sign)
+		}
+		meta, blobs = o.metrics.MetadataStore(meta), o.metrics.BlobStore(blobs)
 	}
-	if sign != nil {
-		sign = o.metrics.Signer(sign)
+	if o.tracing != nil {
+		meta, blobs = tracing.MetadataStore(o.tracing.Tracer(), meta), tracing.BlobStore(o.tracing.Tracer(), blobs)
 	}
-	return o.metrics.MetadataStore(meta), o.metrics.BlobStore(blobs), sign
+	return meta, blobs, sign
 }
 
 func (o *ops) authorizer(a auth.Authorizer) auth.Authorizer {
@@ -63,6 +96,9 @@ func (o *ops) serverOptions(so *server.Options) error {
 	cfg := o.cfg
 	if o.metrics != nil {
 		so.Observer = o.metrics
+	}
+	if o.tracing != nil {
+		so.Tracer, so.Propagator = o.tracing.Tracer(), tracing.Propagator()
 	}
 	r := cfg.Limits.Rate
 	burst := func(rate, b int) int {

@@ -128,6 +128,10 @@ func serve(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	ops := newOps(cfg, log)
+	if err := ops.startTracing(ctx); err != nil {
+		return err
+	}
+	defer ops.stopTracing() // after the server's shutdown: flushes every request's span
 	regMeta, regBlobs, urls := ops.stores(meta, blobs, urls)
 	reg := registry.New(regMeta, regBlobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: urls})
 	authz, tokenHandler, err := newAuth(cfg, log)
