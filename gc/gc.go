@@ -11,17 +11,19 @@
 //     repositories alone (a blob pushed whose manifest never came) do not
 //     keep it past the delay; the delay is what keeps a blob uploaded just
 //     before its manifest.
-//   - Mark: for each candidate one transaction locks the blob's rows,
-//     re-checks that it is still garbage, deletes its database rows and
-//     queues its storage key, and commits. A manifest PUT or mount of the
+//   - Mark: for each batch of candidates (Batch, 500) one transaction
+//     locks the blobs' rows (skipping rows a writer holds), re-checks that
+//     they are still garbage, deletes their database rows and queues their
+//     storage keys, and commits. A manifest PUT or mount of the
 //     blob that got its lock first is seen (the blob stays); one that
 //     waited finds the blob gone and answers as for an unknown blob, so a
 //     client re-uploads: no committed manifest ever references a deleted
 //     blob.
 //   - Sweep: only then, holding the lock an upload of the same digest
-//     takes before it writes its object, the storage object is deleted and
-//     the queue entry dropped. An interrupted sweep is finished by the next
-//     pass.
+//     takes before it writes its object, the storage objects are deleted
+//     (SweepConcurrency at a time) and the queue entries dropped. A pass
+//     goes through the queue once; an interrupted sweep, or an entry an
+//     upload touched meanwhile, is finished by a later pass.
 //   - Untagged manifests (gc.untagged: delete) older than untagged_after,
 //     which no tag, no index and no live subject keep, are deleted the
 //     same way, before blobs, so their blobs go in the same pass when old
@@ -45,11 +47,17 @@ import (
 // and PostgreSQL) implements it.
 type Store interface {
 	BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error)
+	BlobCandidatesAfter(ctx context.Context, before time.Time, after digest.Digest, limit int) ([]digest.Digest, error)
 	CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error)
+	CollectBlobs(ctx context.Context, ds []digest.Digest, before time.Time) ([]registry.BlobInfo, error)
 	PendingBlobDeletions(ctx context.Context, limit int) ([]sqlstore.PendingDeletion, error)
+	PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]sqlstore.PendingDeletion, error)
 	FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error)
+	FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (int, error)
 	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
 	UntaggedCandidates(ctx context.Context, before time.Time, limit int) ([]sqlstore.ManifestRef, error)
+	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.ManifestRef, limit int) ([]sqlstore.ManifestRef, error)
+	BlobsFreedBy(ctx context.Context, refs []sqlstore.ManifestRef, before time.Time) ([]digest.Digest, error)
 	CollectManifest(ctx context.Context, ref sqlstore.ManifestRef, before time.Time) (bool, error)
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 	ReleaseLease(ctx context.Context, name, holder string) error
@@ -66,10 +74,19 @@ type Options struct {
 	// UntaggedAfter (default 24h).
 	DeleteUntagged bool
 	UntaggedAfter  time.Duration
-	// DryRun lists what would go and changes nothing.
+	// DryRun lists what would go and changes nothing: every candidate
+	// manifest and blob, including the blobs the listed manifests would
+	// free. (Children an index being deleted would free are not listed; a
+	// real pass collects those in a later round.)
 	DryRun bool
-	// Batch is how many candidates are looked up at once (default 500).
+	// Batch is how many candidates are looked up, and how many blobs are
+	// marked in one transaction, at once (default 500).
 	Batch int
+	// SweepBatch is how many queued storage deletions one transaction
+	// handles (default 100), SweepConcurrency how many storage deletes run
+	// at once (default 8).
+	SweepBatch       int
+	SweepConcurrency int
 	// MaxPerPass bounds the blobs or manifests one pass handles (default 1,000,000).
 	MaxPerPass int
 	// Changed is told about every repository whose manifests went (to
@@ -107,6 +124,12 @@ func New(store Store, blobs registry.BlobStore, opts Options) *Collector {
 	if opts.Batch <= 0 {
 		opts.Batch = 500
 	}
+	if opts.SweepBatch <= 0 {
+		opts.SweepBatch = 100
+	}
+	if opts.SweepConcurrency <= 0 {
+		opts.SweepConcurrency = 8
+	}
 	if opts.MaxPerPass <= 0 {
 		opts.MaxPerPass = 1_000_000
 	}
@@ -137,32 +160,41 @@ func (c *Collector) Run(ctx context.Context) (Result, error) {
 
 func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) error {
 	before := now.Add(-c.opts.UntaggedAfter)
-	// Deleting an index can free its children: go round until a round
-	// frees nothing (bounded by MaxPerPass).
+	// A round pages once through the candidates (a cursor, so candidates
+	// that stay are not listed again). Deleting an index can free its
+	// children: go round again until a round frees nothing (each round
+	// that goes on deleted something, and MaxPerPass bounds the total).
 	for len(res.Manifests) < c.opts.MaxPerPass {
-		cands, err := c.store.UntaggedCandidates(ctx, before, c.opts.Batch)
-		if err != nil {
-			return fmt.Errorf("gc: untagged manifests: %w", err)
-		}
-		if c.opts.DryRun {
-			res.Manifests = append(res.Manifests, cands...)
-			return nil
-		}
 		n := 0
-		for _, ref := range cands {
-			ok, err := c.store.CollectManifest(ctx, ref, before)
+		var after sqlstore.ManifestRef
+		for len(res.Manifests) < c.opts.MaxPerPass {
+			cands, err := c.store.UntaggedCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Manifests)))
 			if err != nil {
-				return fmt.Errorf("gc: manifest %s@%s: %w", ref.Repo, ref.Digest, err)
+				return fmt.Errorf("gc: untagged manifests: %w", err)
 			}
-			if ok {
-				n++
-				res.Manifests = append(res.Manifests, ref)
-				if c.opts.Changed != nil {
-					c.opts.Changed(ref.Repo)
+			if len(cands) == 0 {
+				break
+			}
+			after = cands[len(cands)-1]
+			if c.opts.DryRun {
+				res.Manifests = append(res.Manifests, cands...)
+				continue
+			}
+			for _, ref := range cands {
+				ok, err := c.store.CollectManifest(ctx, ref, before)
+				if err != nil {
+					return fmt.Errorf("gc: manifest %s@%s: %w", ref.Repo, ref.Digest, err)
+				}
+				if ok {
+					n++
+					res.Manifests = append(res.Manifests, ref)
+					if c.opts.Changed != nil {
+						c.opts.Changed(ref.Repo)
+					}
 				}
 			}
 		}
-		if n == 0 {
+		if c.opts.DryRun || n == 0 {
 			return nil
 		}
 	}
@@ -171,64 +203,79 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 
 func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) error {
 	before := now.Add(-c.opts.ReviewDelay)
-	skipped := map[digest.Digest]bool{}
+	// Mark: one pass through the candidates in digest order, a batch per
+	// transaction. The cursor moves past every candidate, collected or
+	// not, so the pass ends.
+	var after digest.Digest
 	for len(res.Blobs) < c.opts.MaxPerPass {
-		cands, err := c.store.BlobCandidates(ctx, before, c.opts.Batch+len(skipped))
+		cands, err := c.store.BlobCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Blobs)))
 		if err != nil {
 			return fmt.Errorf("gc: blob candidates: %w", err)
 		}
+		if len(cands) == 0 {
+			break
+		}
+		after = cands[len(cands)-1]
 		if c.opts.DryRun {
 			for _, d := range cands {
 				res.Blobs = append(res.Blobs, registry.BlobInfo{Digest: d})
 			}
-			return nil
+			continue
 		}
-		n := 0
-		for _, d := range cands {
-			if skipped[d] {
-				continue
-			}
-			info, ok, err := c.store.CollectBlob(ctx, d, before)
-			if err != nil {
-				return fmt.Errorf("gc: blob %s: %w", d, err)
-			}
-			if !ok {
-				skipped[d] = true // referenced or touched meanwhile
-				continue
-			}
-			n++
+		got, err := c.store.CollectBlobs(ctx, cands, before)
+		if err != nil {
+			return fmt.Errorf("gc: blobs %s..%s: %w", cands[0], after, err)
+		}
+		for _, info := range got {
 			res.Blobs = append(res.Blobs, info)
 			res.Bytes += info.Size
 		}
-		if n == 0 {
-			break
-		}
 	}
 	if c.opts.DryRun {
+		// A real pass also collects the blobs of the manifests it deleted
+		// first, when no other manifest references them.
+		if len(res.Manifests) > 0 && len(res.Blobs) < c.opts.MaxPerPass {
+			freed, err := c.store.BlobsFreedBy(ctx, res.Manifests, before)
+			if err != nil {
+				return fmt.Errorf("gc: blobs of untagged manifests: %w", err)
+			}
+			for _, d := range freed[:min(len(freed), c.opts.MaxPerPass-len(res.Blobs))] {
+				res.Blobs = append(res.Blobs, registry.BlobInfo{Digest: d})
+			}
+		}
 		return nil
 	}
-	// Sweep every queued object, this pass's and any an earlier pass left.
+	// Sweep every queued object, this pass's and any an earlier pass left,
+	// once through the queue in digest order: an entry left queued (an
+	// upload touched it since the pass began, or its delete failed) is
+	// passed over, and looked at again by the next pass.
 	var errs []error
-	for {
-		pend, err := c.store.PendingBlobDeletions(ctx, c.opts.Batch)
+	var cursor digest.Digest
+	for len(errs) <= 10 {
+		pend, err := c.store.PendingBlobDeletionsAfter(ctx, cursor, c.opts.Batch)
 		if err != nil {
-			return fmt.Errorf("gc: pending deletions: %w", err)
+			errs = append(errs, fmt.Errorf("gc: pending deletions: %w", err))
+			break
 		}
-		progress := false
-		for _, p := range pend {
-			gone, err := c.store.FinishBlobDeletion(ctx, p.Digest, before, func(key string) error {
+		if len(pend) == 0 {
+			break
+		}
+		cursor = pend[len(pend)-1].Digest
+		for i := 0; i < len(pend) && len(errs) <= 10; i += c.opts.SweepBatch {
+			chunk := pend[i:min(i+c.opts.SweepBatch, len(pend))]
+			ds := make([]digest.Digest, len(chunk))
+			for j, p := range chunk {
+				ds[j] = p.Digest
+			}
+			n, err := c.store.FinishBlobDeletions(ctx, ds, before, func(key string) error {
 				return c.blobs.Delete(ctx, key)
-			})
+			}, c.opts.SweepConcurrency)
+			res.ObjectsGone += n
 			if err != nil {
-				errs = append(errs, fmt.Errorf("gc: delete %s (%s): %w", p.Digest, p.Key, err))
-				continue
-			}
-			progress = true
-			if gone {
-				res.ObjectsGone++
+				errs = append(errs, fmt.Errorf("gc: delete objects: %w", err))
 			}
 		}
-		if !progress || len(pend) < c.opts.Batch || len(errs) > 10 {
+		if len(pend) < c.opts.Batch {
 			break
 		}
 	}

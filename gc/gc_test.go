@@ -138,8 +138,8 @@ func TestCollect(t *testing.T) {
 		// Dry run two days later lists and changes nothing.
 		dry := gc.Options{DeleteUntagged: true, DryRun: true, Now: later(48 * time.Hour)}
 		res, err = gc.New(e.store, e.blobs, dry).Run(ctx)
-		if err != nil || len(res.Manifests) != 1 || len(res.Blobs) != 1 {
-			t.Fatalf("dry run: %+v, %v (want the untagged manifest and the orphan)", res, err)
+		if err != nil || len(res.Manifests) != 1 || len(res.Blobs) != 3 {
+			t.Fatalf("dry run: %+v, %v (want the untagged manifest, the orphan and the manifest's two blobs)", res, err)
 		}
 		if !e.objectExists(orphan) {
 			t.Fatal("dry run deleted")

@@ -4,6 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -52,58 +56,181 @@ func digests(rows *sql.Rows) ([]digest.Digest, error) {
 	return out, err
 }
 
+// BlobCandidatesAfter is BlobCandidates from the digest after on (after
+// excluded; "" from the start), in digest order: a pass pages through the
+// candidates with it, so it visits each once whatever it decides about them.
+func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after digest.Digest, limit int) ([]digest.Digest, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT b.digest FROM blobs b
+		WHERE b.digest > ? AND b.created_at < ?
+		AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
+		AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = b.digest AND r.touched_at >= ?)
+		ORDER BY b.digest LIMIT ?`), string(after), before.UnixNano(), before.UnixNano(), limit)
+	if err != nil {
+		return nil, err
+	}
+	return digests(rows)
+}
+
+// inList returns "?, ?, ..." for n values.
+func inList(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+func anys(ss []string, extra ...any) []any {
+	out := make([]any, 0, len(ss)+len(extra))
+	for _, s := range ss {
+		out = append(out, s)
+	}
+	return append(out, extra...)
+}
+
+func sortedUnique(ds []digest.Digest) []string {
+	out := make([]string, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, string(d))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// skipLocked is FOR UPDATE SKIP LOCKED where the engine has row locks: a
+// row another transaction holds (a manifest PUT or a link locking a blob
+// FOR SHARE, an upload touching it) is in use, so not garbage now; the
+// collector leaves it to a later pass instead of waiting (and never waits
+// on several rows in an order a writer could cross).
+func (s *Store) skipLocked() string {
+	if s.dialect.RowLocks {
+		return ` FOR UPDATE SKIP LOCKED`
+	}
+	return ``
+}
+
 // CollectBlob removes blob d from the database if, under lock, it is still
 // unreferenced and untouched since before: its repository links and its
 // row go, and its storage key is queued for deletion (FinishBlobDeletion),
 // all in one committed transaction. It reports the blob removed, if any.
-func (s *Store) CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (info registry.BlobInfo, collected bool, err error) {
+func (s *Store) CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error) {
+	got, err := s.CollectBlobs(ctx, []digest.Digest{d}, before)
+	if err != nil || len(got) == 0 {
+		return registry.BlobInfo{Digest: d}, false, err
+	}
+	return got[0], true, nil
+}
+
+// CollectBlobs is CollectBlob for a batch, in one transaction with a fixed
+// number of statements: it locks the review rows and then the blob rows of
+// ds (skipping rows other transactions hold), re-checks after taking the
+// locks that each blob is still unreferenced, untouched and created before
+// before, deletes those blobs' rows and links and queues their storage
+// keys, and commits. It returns the blobs removed.
+func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before time.Time) (out []registry.BlobInfo, err error) {
+	all := sortedUnique(ds)
+	if len(all) == 0 {
+		return nil, nil
+	}
+	b := before.UnixNano()
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		collected = false
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_reviews (digest, touched_at) VALUES (?, 0) ON CONFLICT (digest) DO NOTHING`), string(d)); err != nil {
+		out = nil
+		// Review rows exist, so there is a row for TouchBlob to wait on.
+		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_reviews (digest, touched_at) VALUES `+
+			strings.TrimSuffix(strings.Repeat("(?, 0), ", len(all)), ", ")+` ON CONFLICT (digest) DO NOTHING`), anys(all)...); err != nil {
 			return err
 		}
-		var touched int64
-		var pending sql.NullString
-		err := tx.QueryRowContext(ctx, s.q(`SELECT touched_at, deleting_key FROM gc_blob_reviews WHERE digest = ?`+s.forUpdate()), string(d)).Scan(&touched, &pending)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && touched >= before.UnixNano()) {
-			return nil
-		}
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
+			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked()), anys(all)...)
 		if err != nil {
 			return err
 		}
-		var created int64
-		info = registry.BlobInfo{Digest: d}
-		err = tx.QueryRowContext(ctx, s.q(`SELECT size, storage_key, created_at FROM blobs WHERE digest = ?`+s.forUpdate()), string(d)).Scan(&info.Size, &info.Key, &created)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && created >= before.UnixNano()) {
-			return nil
+		pending := map[string]sql.NullString{}
+		var untouched []string
+		for rows.Next() {
+			var d string
+			var touched int64
+			var key sql.NullString
+			if err := rows.Scan(&d, &touched, &key); err != nil {
+				rows.Close()
+				return err
+			}
+			if touched < b {
+				pending[d] = key
+				untouched = append(untouched, d)
+			}
 		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(untouched) == 0 {
+			return err
+		}
+		rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, size, storage_key, created_at FROM blobs
+			WHERE digest IN (`+inList(len(untouched))+`) ORDER BY digest`+s.skipLocked()), anys(untouched)...)
 		if err != nil {
 			return err
 		}
-		referenced, err := s.exists(ctx, tx, `SELECT 1 FROM manifest_blobs WHERE blob_digest = ? LIMIT 1`, string(d))
-		if err != nil || referenced {
+		cands := map[string]registry.BlobInfo{}
+		var keys []string
+		for rows.Next() {
+			var d string
+			var created int64
+			var info registry.BlobInfo
+			if err := rows.Scan(&d, &info.Size, &info.Key, &created); err != nil {
+				rows.Close()
+				return err
+			}
+			if created >= b {
+				continue
+			}
+			if p := pending[d]; p.Valid && p.String != info.Key {
+				// An older object of this digest is still queued for
+				// deletion: a later pass collects this one once that is done.
+				continue
+			}
+			info.Digest = digest.Digest(d)
+			cands[d] = info
+			keys = append(keys, d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(keys) == 0 {
 			return err
 		}
-		if pending.Valid && pending.String != info.Key {
-			// An older object of this digest is still queued for deletion:
-			// a later pass collects this one once that is done.
+		// References, read after the locks: a manifest PUT that locked a
+		// blob before us has committed and is seen here; one after us
+		// waits and then finds the blob gone.
+		rows, err = tx.QueryContext(ctx, s.q(`SELECT DISTINCT blob_digest FROM manifest_blobs WHERE blob_digest IN (`+inList(len(keys))+`)`), anys(keys)...)
+		if err != nil {
+			return err
+		}
+		refs, err := scanStrings(rows)
+		if err != nil {
+			return err
+		}
+		for _, d := range refs {
+			delete(cands, d)
+		}
+		if len(cands) == 0 {
 			return nil
 		}
+		final := make([]string, 0, len(cands))
+		for _, d := range keys {
+			if _, ok := cands[d]; ok {
+				final = append(final, d)
+				out = append(out, cands[d])
+			}
+		}
+		in := inList(len(final))
 		for _, q := range []string{
-			`DELETE FROM repository_blobs WHERE digest = ?`,
-			`DELETE FROM blobs WHERE digest = ?`,
+			`UPDATE gc_blob_reviews SET deleting_key = (SELECT b.storage_key FROM blobs b WHERE b.digest = gc_blob_reviews.digest) WHERE digest IN (` + in + `)`,
+			`DELETE FROM repository_blobs WHERE digest IN (` + in + `)`,
+			`DELETE FROM blobs WHERE digest IN (` + in + `)`,
 		} {
-			if _, err := tx.ExecContext(ctx, s.q(q), string(d)); err != nil {
+			if _, err := tx.ExecContext(ctx, s.q(q), anys(final)...); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE gc_blob_reviews SET deleting_key = ? WHERE digest = ?`), info.Key, string(d)); err != nil {
-			return err
-		}
-		collected = true
 		return nil
 	})
-	return info, collected, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // PendingDeletion is a storage object the database no longer references.
@@ -114,7 +241,13 @@ type PendingDeletion struct {
 
 // PendingBlobDeletions lists up to limit queued storage deletions.
 func (s *Store) PendingBlobDeletions(ctx context.Context, limit int) ([]PendingDeletion, error) {
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT digest, deleting_key FROM gc_blob_reviews WHERE deleting_key IS NOT NULL ORDER BY digest LIMIT ?`), limit)
+	return s.PendingBlobDeletionsAfter(ctx, "", limit)
+}
+
+// PendingBlobDeletionsAfter lists up to limit queued storage deletions of
+// digests after after ("" from the start), in digest order.
+func (s *Store) PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]PendingDeletion, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT digest, deleting_key FROM gc_blob_reviews WHERE deleting_key IS NOT NULL AND digest > ? ORDER BY digest LIMIT ?`), string(after), limit)
 	if err != nil {
 		return nil, err
 	}
@@ -138,38 +271,125 @@ func (s *Store) PendingBlobDeletions(ctx context.Context, limit int) ([]PendingD
 // touched since before may be writing it, and drops the entry without
 // deleting when a blob row has come to point at the same object again.
 // It reports whether del ran.
-func (s *Store) FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (deleted bool, err error) {
+func (s *Store) FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error) {
+	n, err := s.FinishBlobDeletions(ctx, []digest.Digest{d}, before, del, 1)
+	return n > 0, err
+}
+
+// FinishBlobDeletions is FinishBlobDeletion for a batch in one
+// transaction: it locks the queued review rows of ds (skipping rows an
+// upload holds), runs del for the objects to delete with up to workers
+// calls at a time while holding those locks, and then drops the entries
+// whose object is gone or live again. An entry whose del failed stays
+// queued; the failures are returned joined, after the commit. It reports
+// how many objects del deleted.
+func (s *Store) FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (deleted int, err error) {
+	all := sortedUnique(ds)
+	if len(all) == 0 {
+		return 0, nil
+	}
+	workers = max(workers, 1)
+	b := before.UnixNano()
+	var delErrs []error
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		deleted = false
-		var touched int64
-		var key sql.NullString
-		err := tx.QueryRowContext(ctx, s.q(`SELECT touched_at, deleting_key FROM gc_blob_reviews WHERE digest = ?`+s.forUpdate()), string(d)).Scan(&touched, &key)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		if err != nil || !key.Valid || touched >= before.UnixNano() {
+		deleted, delErrs = 0, nil
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
+			WHERE digest IN (`+inList(len(all))+`) AND deleting_key IS NOT NULL ORDER BY digest`+s.skipLocked()), anys(all)...)
+		if err != nil {
 			return err
 		}
-		var live string
-		err = tx.QueryRowContext(ctx, s.q(`SELECT storage_key FROM blobs WHERE digest = ?`), string(d)).Scan(&live)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		if err != nil || live != key.String {
-			if err := del(key.String); err != nil {
+		queued := map[string]string{}
+		var locked []string
+		for rows.Next() {
+			var d, key string
+			var touched int64
+			if err := rows.Scan(&d, &touched, &key); err != nil {
+				rows.Close()
 				return err
 			}
-			deleted = true
+			if touched < b {
+				queued[d] = key
+				locked = append(locked, d)
+			}
 		}
-		if err == nil {
-			// d lives again; keep its review row (the touch) for later passes.
-			_, err = tx.ExecContext(ctx, s.q(`UPDATE gc_blob_reviews SET deleting_key = NULL WHERE digest = ?`), string(d))
+		rows.Close()
+		if err := rows.Err(); err != nil || len(locked) == 0 {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, s.q(`DELETE FROM gc_blob_reviews WHERE digest = ?`), string(d))
-		return err
+		rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, storage_key FROM blobs WHERE digest IN (`+inList(len(locked))+`)`), anys(locked)...)
+		if err != nil {
+			return err
+		}
+		live := map[string]string{}
+		for rows.Next() {
+			var d, key string
+			if err := rows.Scan(&d, &key); err != nil {
+				rows.Close()
+				return err
+			}
+			live[d] = key
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		// Delete the objects no blob row points at, a few at a time.
+		var toDelete []string
+		for _, d := range locked {
+			if k, ok := live[d]; !ok || k != queued[d] {
+				toDelete = append(toDelete, d)
+			}
+		}
+		failed := make([]error, len(toDelete))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, workers)
+		for i, d := range toDelete {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := del(queued[d]); err != nil {
+					failed[i] = fmt.Errorf("%s (%s): %w", d, queued[d], err)
+				}
+			}()
+		}
+		wg.Wait()
+		var gone, relived []string
+		for i, d := range toDelete {
+			if failed[i] != nil {
+				delErrs = append(delErrs, failed[i])
+				continue
+			}
+			deleted++
+			if _, ok := live[d]; ok {
+				relived = append(relived, d)
+			} else {
+				gone = append(gone, d)
+			}
+		}
+		for _, d := range locked {
+			if k, ok := live[d]; ok && k == queued[d] {
+				relived = append(relived, d)
+			}
+		}
+		if len(relived) > 0 {
+			// d lives again; keep its review row (the touch) for later passes.
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE gc_blob_reviews SET deleting_key = NULL WHERE digest IN (`+inList(len(relived))+`)`), anys(relived)...); err != nil {
+				return err
+			}
+		}
+		if len(gone) > 0 {
+			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM gc_blob_reviews WHERE digest IN (`+inList(len(gone))+`)`), anys(gone)...); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	return deleted, err
+	if err != nil {
+		return 0, err
+	}
+	return deleted, errors.Join(delErrs...)
 }
 
 // ForgetReviews drops review rows whose touch is older than before and
@@ -214,6 +434,105 @@ func (s *Store) UntaggedCandidates(ctx context.Context, before time.Time, limit 
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// UntaggedCandidatesAfter is UntaggedCandidates after the manifest after
+// (excluded; the zero ManifestRef from the start), in (repo, digest) order.
+func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, after ManifestRef, limit int) ([]ManifestRef, error) {
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT m.repo, m.digest FROM manifests m WHERE (m.repo > ? OR (m.repo = ? AND m.digest > ?)) AND `+untaggedWhere+` ORDER BY m.repo, m.digest LIMIT ?`),
+		after.Repo, after.Repo, string(after.Digest), before.UnixNano(), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []ManifestRef
+	for rows.Next() {
+		var r ManifestRef
+		var d string
+		if err := rows.Scan(&r.Repo, &d); err != nil {
+			return nil, err
+		}
+		r.Digest = digest.Digest(d)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// BlobsFreedBy lists the blobs a deletion of the manifests refs would
+// leave unreferenced and that are old and untouched enough to be collected
+// with them (what a dry run adds to the blobs no manifest references).
+func (s *Store) BlobsFreedBy(ctx context.Context, refs []ManifestRef, before time.Time) ([]digest.Digest, error) {
+	type key struct{ repo, digest string }
+	going := make(map[key]bool, len(refs))
+	for _, r := range refs {
+		going[key{r.Repo, string(r.Digest)}] = true
+	}
+	const chunk = 200
+	seen := map[string]bool{}
+	var blobs []string
+	for i := 0; i < len(refs); i += chunk {
+		part := refs[i:min(i+chunk, len(refs))]
+		var args []any
+		for _, r := range part {
+			args = append(args, r.Repo, string(r.Digest))
+		}
+		rows, err := s.read.QueryContext(ctx, s.q(`SELECT DISTINCT blob_digest FROM manifest_blobs WHERE `+
+			strings.TrimSuffix(strings.Repeat("(repo = ? AND manifest_digest = ?) OR ", len(part)), " OR ")), args...)
+		if err != nil {
+			return nil, err
+		}
+		ds, err := scanStrings(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range ds {
+			if !seen[d] {
+				seen[d] = true
+				blobs = append(blobs, d)
+			}
+		}
+	}
+	slices.Sort(blobs)
+	var out []digest.Digest
+	b := before.UnixNano()
+	for i := 0; i < len(blobs); i += chunk {
+		part := blobs[i:min(i+chunk, len(blobs))]
+		rows, err := s.read.QueryContext(ctx, s.q(`SELECT blob_digest, repo, manifest_digest FROM manifest_blobs WHERE blob_digest IN (`+inList(len(part))+`)`), anys(part)...)
+		if err != nil {
+			return nil, err
+		}
+		kept := map[string]bool{}
+		for rows.Next() {
+			var d string
+			var k key
+			if err := rows.Scan(&d, &k.repo, &k.digest); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if !going[k] {
+				kept[d] = true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		rows, err = s.read.QueryContext(ctx, s.q(`SELECT b.digest FROM blobs b WHERE b.digest IN (`+inList(len(part))+`) AND b.created_at < ?
+			AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = b.digest AND r.touched_at >= ?) ORDER BY b.digest`), anys(part, b, b)...)
+		if err != nil {
+			return nil, err
+		}
+		old, err := scanStrings(rows)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range old {
+			if !kept[d] {
+				out = append(out, digest.Digest(d))
+			}
+		}
+	}
+	return out, nil
 }
 
 // CollectManifest deletes an untagged manifest if, under lock, it still
