@@ -361,6 +361,8 @@ func TestConcurrentUploadCap(t *testing.T) {
 	reg := wharftest.Start(t, wharftest.Options{Production: true, Server: func(o *server.Options) { o.MaxUploads = 1 }})
 	loc := startUpload(t, reg.URL, "capped/app")
 	pr, pw := io.Pipe()
+	// Runs before the server's cleanup: an open PATCH would keep it waiting.
+	t.Cleanup(func() { pw.Close() })
 	done := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest("PATCH", loc, pr)
@@ -376,15 +378,17 @@ func TestConcurrentUploadCap(t *testing.T) {
 	if _, err := pw.Write([]byte("first bytes")); err != nil {
 		t.Fatal(err)
 	}
-	// The PATCH is in progress: a second upload is refused.
-	var got *response
-	for i := 0; i < 50; i++ {
-		got = do(t, "POST", reg.URL+"/v2/capped/app/blobs/uploads/?digest=sha256:"+strings.Repeat("0", 64), []byte("x"))
-		if got.Status == 429 {
-			break
+	// The kernel takes the bytes before the server reads the request: wait
+	// until the server counts the PATCH as an upload in progress.
+	deadline := time.Now().Add(15 * time.Second)
+	for value(scrape(t, reg.URL), "wharf_uploads_in_progress") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first PATCH never became an upload in progress")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
+	// The PATCH is in progress: a second upload is refused.
+	got := do(t, "POST", reg.URL+"/v2/capped/app/blobs/uploads/?digest=sha256:"+strings.Repeat("0", 64), []byte("x"))
 	expectError(t, "second upload", got, 429, "TOOMANYREQUESTS")
 	if got.Header.Get("Retry-After") == "" {
 		t.Error("no Retry-After")
