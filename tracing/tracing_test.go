@@ -10,6 +10,8 @@ import (
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/wharf-registry/wharf/instrument"
 )
 
 // TestForceFlushExports: spans reach an OTLP/HTTP collector on ForceFlush;
@@ -37,12 +39,15 @@ func TestForceFlushExports(t *testing.T) {
 	}
 	defer p.Shutdown(ctx)
 	tr := tracer{p.Tracer()}
-	if _, sp := tr.start(ctx, "blob.open"); sp != nil {
+	op := instrument.Ops()[0]
+	if c, done := tr.Start(ctx, op); c != ctx {
 		t.Error("a child span without a parent")
+	} else {
+		done(nil)
 	}
 	pctx, parent := p.Tracer().Start(ctx, "GET /v2/")
-	_, child := tr.start(pctx, "blob.open")
-	end(child, nil)
+	_, done := tr.Start(pctx, op)
+	done(nil)
 	parent.End()
 	if err := p.ForceFlush(ctx); err != nil {
 		t.Fatal(err)
