@@ -242,7 +242,12 @@ func (s *Server) finish(r *http.Request, rw *responseWriter, info *requestInfo, 
 		return
 	}
 	level := s.accessLevel
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		// /readyz while draining or a store is down: expected, and polled
+		// every second by load balancers; the cause is logged where found.
+		level = max(level, slog.LevelWarn)
+	case status >= 500:
 		level = slog.LevelError
 	}
 	ctx := r.Context()
