@@ -94,6 +94,25 @@ type summary struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// run is what pull, export and copy share: a signal-aware context, the
+// progress display, the client, and the final report.
+func (f *clientFlags) run(cmd *cobra.Command, verb, dest string, do func(context.Context, *client.Client) (*client.Result, error)) error {
+	ctx, stop := signalContext()
+	defer stop()
+	prog := newProgress(cmd.ErrOrStderr(), f.json)
+	c, err := f.client(cmd, prog)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	res, err := do(ctx, c)
+	prog.wait()
+	if err != nil {
+		return err
+	}
+	return f.report(cmd, verb, res, c, start, dest)
+}
+
 func (f *clientFlags) report(cmd *cobra.Command, verb string, res *client.Result, c *client.Client, start time.Time, dest string) error {
 	st := c.Stats()
 	secs := time.Since(start).Seconds()
@@ -143,20 +162,9 @@ after storage refuses one; downloads are verified, resumed and retried.`,
 			if out == "" {
 				return errors.New("-o DIR is required")
 			}
-			ctx, stop := signalContext()
-			defer stop()
-			prog := newProgress(cmd.ErrOrStderr(), f.json)
-			c, err := f.client(cmd, prog)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			res, err := c.Pull(ctx, args[0], out, client.Selection{Platform: f.platform, AllPlatforms: all})
-			prog.wait()
-			if err != nil {
-				return err
-			}
-			return f.report(cmd, "pulled", res, c, start, "to "+out)
+			return f.run(cmd, "pulled", "to "+out, func(ctx context.Context, c *client.Client) (*client.Result, error) {
+				return c.Pull(ctx, args[0], out, client.Selection{Platform: f.platform, AllPlatforms: all})
+			})
 		},
 	}
 	f.add(cmd, true)
@@ -177,20 +185,9 @@ func newExportCmd() *cobra.Command {
 			if out == "" {
 				return errors.New("-o FILE is required")
 			}
-			ctx, stop := signalContext()
-			defer stop()
-			prog := newProgress(cmd.ErrOrStderr(), f.json)
-			c, err := f.client(cmd, prog)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			res, err := c.Export(ctx, args[0], out, client.Selection{Platform: f.platform})
-			prog.wait()
-			if err != nil {
-				return err
-			}
-			return f.report(cmd, "exported", res, c, start, "to "+out)
+			return f.run(cmd, "exported", "to "+out, func(ctx context.Context, c *client.Client) (*client.Result, error) {
+				return c.Export(ctx, args[0], out, client.Selection{Platform: f.platform})
+			})
 		},
 	}
 	f.add(cmd, true)
@@ -211,20 +208,9 @@ signatures, SBOMs and other referrers.`,
 		Example: `  wharf copy localhost:5000/demo/app:v1 registry.example.com/mirror/app:v1 --referrers`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, stop := signalContext()
-			defer stop()
-			prog := newProgress(cmd.ErrOrStderr(), f.json)
-			c, err := f.client(cmd, prog)
-			if err != nil {
-				return err
-			}
-			start := time.Now()
-			res, err := c.Copy(ctx, args[0], args[1], client.CopyOptions{Platform: f.platform, Referrers: referrers})
-			prog.wait()
-			if err != nil {
-				return err
-			}
-			return f.report(cmd, "copied", res, c, start, "from "+args[0])
+			return f.run(cmd, "copied", "from "+args[0], func(ctx context.Context, c *client.Client) (*client.Result, error) {
+				return c.Copy(ctx, args[0], args[1], client.CopyOptions{Platform: f.platform, Referrers: referrers})
+			})
 		},
 	}
 	f.add(cmd, true)
