@@ -55,7 +55,6 @@ type Store interface {
 	FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error)
 	FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (int, error)
 	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
-	UntaggedCandidates(ctx context.Context, before time.Time, limit int) ([]sqlstore.ManifestRef, error)
 	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.ManifestRef, limit int) ([]sqlstore.ManifestRef, error)
 	BlobsFreedBy(ctx context.Context, refs []sqlstore.ManifestRef, before time.Time) ([]digest.Digest, error)
 	CollectManifest(ctx context.Context, ref sqlstore.ManifestRef, before time.Time) (bool, error)

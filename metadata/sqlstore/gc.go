@@ -415,29 +415,9 @@ const untaggedWhere = `m.created_at < ?
 		AND NOT EXISTS (SELECT 1 FROM manifest_children c WHERE c.repo = m.repo AND c.child_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject))`
 
-// UntaggedCandidates lists up to limit manifests that gc.untagged: delete
-// would remove.
-func (s *Store) UntaggedCandidates(ctx context.Context, before time.Time, limit int) ([]ManifestRef, error) {
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT m.repo, m.digest FROM manifests m WHERE `+untaggedWhere+` ORDER BY m.repo, m.digest LIMIT ?`), before.UnixNano(), limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []ManifestRef
-	for rows.Next() {
-		var r ManifestRef
-		var d string
-		if err := rows.Scan(&r.Repo, &d); err != nil {
-			return nil, err
-		}
-		r.Digest = digest.Digest(d)
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-// UntaggedCandidatesAfter is UntaggedCandidates after the manifest after
-// (excluded; the zero ManifestRef from the start), in (repo, digest) order.
+// UntaggedCandidatesAfter lists up to limit manifests that gc.untagged:
+// delete would remove, after the manifest after (excluded; the zero
+// ManifestRef starts from the beginning), in (repo, digest) order.
 func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, after ManifestRef, limit int) ([]ManifestRef, error) {
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT m.repo, m.digest FROM manifests m WHERE (m.repo > ? OR (m.repo = ? AND m.digest > ?)) AND `+untaggedWhere+` ORDER BY m.repo, m.digest LIMIT ?`),
 		after.Repo, after.Repo, string(after.Digest), before.UnixNano(), limit)
