@@ -146,9 +146,6 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		loadOpts = append(loadOpts, awsconfig.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(o.AccessKey, o.SecretKey, o.SessionToken)))
 	}
-	if o.HTTPClient != nil {
-		loadOpts = append(loadOpts, awsconfig.WithHTTPClient(o.HTTPClient))
-	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("s3 store: %w", err)
@@ -158,6 +155,11 @@ func New(ctx context.Context, o Options) (*Store, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
+		if o.HTTPClient != nil {
+			// Set here, not through the loaded config: there the SDK would
+			// try to add AWS_CA_BUNDLE to it and refuse a plain *http.Client.
+			so.HTTPClient = o.HTTPClient
+		}
 		// Checksums only where S3 requires them: the registry verifies
 		// the digest of every blob itself, and several S3-compatible
 		// servers reject the SDK's default trailing checksums.
@@ -550,12 +552,6 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 	if err != nil {
 		return 0, err
 	}
-	// Segments the recorded state no longer references: consumed into a
-	// part by the previous Append, or written by an Append never recorded.
-	// Off the request's path; Commit and Abort sweep whatever remains.
-	if len(garbage) > 0 {
-		go s.deleteKeys(context.WithoutCancel(ctx), garbage)
-	}
 
 	next := &state{V: 1, Key: e.Key, MPU: e.MPU, Parts: e.Parts, Tail: e.Tail,
 		Prev: &snapshot{Off: e.Off, NParts: len(e.Parts), Tail: e.Tail}}
@@ -648,6 +644,14 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 	if err != nil {
 		return total, err
 	}
+	// Segments the recorded state no longer references (consumed into a
+	// part by the previous Append, or written by an Append never
+	// recorded) go only now, after this request's own writes, never
+	// beside them: a single-drive MinIO removes a prefix's directory with
+	// its last object, and a PUT into that prefix racing the removal fails
+	// (AccessDenied; minio/minio#15157). A failed Append leaves them to the
+	// next one; Commit and Abort sweep whatever remains.
+	s.deleteKeys(context.WithoutCancel(ctx), garbage)
 	u.Backend = b
 	return total, nil
 }

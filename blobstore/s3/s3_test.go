@@ -335,3 +335,96 @@ func TestCredentialRotation(t *testing.T) {
 		t.Fatalf("URL %s", long.URL)
 	}
 }
+
+// interval is one S3 request as the client saw it.
+type interval struct {
+	method, path string
+	delete       bool // DeleteObject, or DeleteObjects (POST ?delete)
+	start, end   time.Time
+}
+
+// recorder is an http.RoundTripper that records every request's interval.
+type recorder struct {
+	mu  sync.Mutex
+	log []interval
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	iv := interval{method: req.Method, path: req.URL.Path, start: time.Now(),
+		delete: req.Method == http.MethodDelete || (req.Method == http.MethodPost && req.URL.Query().Has("delete"))}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil {
+		// The request ends when its response has been read.
+		resp.Body = &endOnClose{ReadCloser: resp.Body, done: func() {
+			iv.end = time.Now()
+			r.mu.Lock()
+			r.log = append(r.log, iv)
+			r.mu.Unlock()
+		}}
+	}
+	return resp, err
+}
+
+type endOnClose struct {
+	io.ReadCloser
+	once sync.Once
+	done func()
+}
+
+func (e *endOnClose) Close() error {
+	err := e.ReadCloser.Close()
+	e.once.Do(e.done)
+	return err
+}
+
+// TestTailGarbageNeverRacesAPut: the tail segments a part consumed are
+// deleted only when no write into the session's directory is in flight.
+// A single-drive MinIO removes a directory with its last object, and a
+// PUT racing that removal fails with AccessDenied: CI saw it once, on the
+// Append right after a part boundary, when the deletion ran in the
+// background beside that Append's own PUT.
+func TestTailGarbageNeverRacesAPut(t *testing.T) {
+	m := miniotest.Start(t)
+	rec := &recorder{}
+	s, err := s3.New(context.Background(), s3.Options{
+		Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: "race/",
+		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, PartSize: s3.MinPartSize,
+		HTTPClient: &http.Client{Transport: rec},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := begin(t, s)
+	data := make([]byte, 2*s3.MinPartSize+100)
+	_, _ = rand.Read(data)
+	// A big segment, then one-byte Appends across the first part boundary
+	// (tail rewrites on the way), then more up to the second one.
+	appendChunks(t, s, u, data[:s3.MinPartSize-40], s3.MinPartSize-40)
+	appendChunks(t, s, u, data[s3.MinPartSize-40:s3.MinPartSize+40], 1)
+	appendChunks(t, s, u, data[s3.MinPartSize+40:], 1<<20)
+	if _, err := s.Commit(context.Background(), u, digest.FromBytes(data)); err != nil {
+		t.Fatal(err)
+	}
+	dir := "/" + m.Bucket + "/race/uploads/" + u.ID + "/"
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var deletes, puts []interval
+	for _, iv := range rec.log {
+		switch {
+		case iv.delete:
+			deletes = append(deletes, iv)
+		case iv.method == http.MethodPut && strings.HasPrefix(iv.path, dir):
+			puts = append(puts, iv)
+		}
+	}
+	if len(deletes) == 0 || len(puts) < 20 {
+		t.Fatalf("the upload did not exercise the case: %d deletes, %d tail PUTs", len(deletes), len(puts))
+	}
+	for _, d := range deletes {
+		for _, p := range puts {
+			if d.start.Before(p.end) && p.start.Before(d.end) {
+				t.Fatalf("a delete of tail segments overlapped the PUT of %s", p.path)
+			}
+		}
+	}
+}

@@ -100,6 +100,9 @@ func Start(t testing.TB) *Server {
 	}
 	t.Cleanup(func() {
 		s.Stop()
+		if t.Failed() { // the server's side of a failure, before it is gone
+			t.Logf("minio log (tail):\n%s", s.tailLog())
+		}
 		os.RemoveAll(dir)
 	})
 	return s
