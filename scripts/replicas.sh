@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The scale-out shape end to end: two `wharf serve` replicas (the built
-# binary) over one throwaway PostgreSQL cluster and one shared blob
-# directory, behind HAProxy on loopback (round robin), then
+# binary) over one throwaway PostgreSQL cluster, behind HAProxy on loopback
+# (round robin), twice: over one shared blob directory, and over MinIO with
+# S3 pre-signed redirects. Each time
 #   - the OCI conformance suite through the load balancer (0 failures, 0 skips),
 #   - a tag moved through replica A served by replica B within 1 s,
 #   - a chunked upload whose PATCHes alternate between the replicas,
@@ -11,8 +12,8 @@
 #
 #   scripts/replicas.sh
 #
-# Needs PostgreSQL server binaries and haproxy (scripts/test.sh setup
-# installs both from Debian). WHARF_REQUIRE_SERVERS=1 makes their absence a
+# Needs PostgreSQL server binaries, haproxy and MinIO (scripts/test.sh
+# setup installs them). WHARF_REQUIRE_SERVERS=1 makes their absence a
 # failure instead of a skip.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

@@ -254,9 +254,11 @@ CONFORMANCE_LOG="$LOGS/conformance.log"
 CONFORMANCE_REDIRECT_LOG="$LOGS/conformance-redirect.log"
 CONFORMANCE_S3_LOG="$LOGS/conformance-s3.log"
 CONFORMANCE_AUTH_LOG="$LOGS/conformance-auth.log"
-# Two replicas over PostgreSQL behind haproxy: conformance through the load
-# balancer, cross-replica tag moves, alternating chunks, a replica killed
-# mid-push (scripts/replicas.sh). Its conformance line is counted below.
+# Two replicas over PostgreSQL behind haproxy, once over a shared directory
+# and once over MinIO: conformance through the load balancer, cross-replica
+# tag moves, alternating chunks, a replica killed mid-push
+# (scripts/replicas.sh). Its two conformance lines are summed into one,
+# counted below.
 REPLICAS_LOG="$LOGS/replicas.log"
 CONFORMANCE_REPLICAS_LOG="$LOGS/conformance-replicas.log"
 step_replicas() {
@@ -265,7 +267,8 @@ step_replicas() {
 	bash "$REPO_ROOT/scripts/replicas.sh" 2>&1 | tee "$REPLICAS_LOG"
 	rc=${PIPESTATUS[0]}
 	set -e
-	grep -oE 'conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$REPLICAS_LOG" >"$CONFORMANCE_REPLICAS_LOG" || true
+	grep -oE 'conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$REPLICAS_LOG" |
+		awk '{p += $2; f += $4; k += $6; n++} END {if (n) printf "conformance: %d passed, %d failed, %d skipped\n", p, f, k}' >"$CONFORMANCE_REPLICAS_LOG" || true
 	return "$rc"
 }
 step_conformance() {

@@ -1,6 +1,8 @@
 // Package replicas tests the scale-out shape for real: two `wharf serve`
-// processes (the built binary) over one PostgreSQL and one blob directory,
-// behind HAProxy on loopback, round robin. scripts/replicas.sh runs it with
+// processes (the built binary) over one PostgreSQL and one blob store,
+// behind HAProxy on loopback, round robin. It runs twice: over a shared
+// blob directory, and over MinIO with S3 pre-signed redirects (the shape
+// the README's scale-out guide deploys). scripts/replicas.sh runs it with
 // the OCI conformance suite through the load balancer.
 package replicas
 
@@ -25,6 +27,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
 )
 
@@ -39,8 +42,9 @@ type replica struct {
 }
 
 type cluster struct {
-	a, b *replica
-	lb   string // http://127.0.0.1:port
+	a, b    *replica
+	lb      string // http://127.0.0.1:port
+	storage string
 }
 
 func freePort(t *testing.T) int {
@@ -82,7 +86,7 @@ func waitUp(t *testing.T, base string, done chan struct{}, what string) {
 	t.Fatalf("%s did not come up", what)
 }
 
-func startReplica(t *testing.T, bin, name, dsn, shared string) *replica {
+func startReplica(t *testing.T, bin, name, dsn, shared string, storageEnv []string) *replica {
 	t.Helper()
 	r := &replica{name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), done: make(chan struct{}), log: filepath.Join(t.TempDir(), name+".log")}
 	logf, err := os.Create(r.log)
@@ -96,11 +100,10 @@ func startReplica(t *testing.T, bin, name, dsn, shared string) *replica {
 			env = append(env, kv)
 		}
 	}
-	r.cmd.Env = append(env,
+	r.cmd.Env = append(append(env,
 		"WHARF_METADATA_DRIVER=postgres", "WHARF_METADATA_POSTGRES_DSN="+dsn,
-		"WHARF_STORAGE_FILESYSTEM_ROOT="+filepath.Join(shared, "blobs"),
 		"WHARF_SIGNING_KEYS_FILE="+filepath.Join(shared, "signing-keys.json"),
-		"WHARF_LOG_FORMAT=json", "WHARF_LOG_LEVEL=warn")
+		"WHARF_LOG_FORMAT=json", "WHARF_LOG_LEVEL=warn"), storageEnv...)
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -130,7 +133,26 @@ func tail(b []byte) string {
 	return string(b)
 }
 
-func start(t *testing.T) *cluster {
+// storageEnv is the replicas' blob store: a directory both share, or a
+// MinIO bucket with pre-signed redirects.
+func storageEnv(t *testing.T, storage, shared string) []string {
+	t.Helper()
+	switch storage {
+	case "filesystem":
+		return []string{"WHARF_STORAGE_FILESYSTEM_ROOT=" + filepath.Join(shared, "blobs")}
+	case "s3":
+		m := miniotest.Start(t)
+		return []string{"WHARF_STORAGE_DRIVER=s3", "WHARF_STORAGE_S3_ENDPOINT=" + m.Endpoint,
+			"WHARF_STORAGE_S3_REGION=" + miniotest.Region, "WHARF_STORAGE_S3_BUCKET=" + m.Bucket,
+			"WHARF_STORAGE_S3_PREFIX=wharf/", "WHARF_STORAGE_S3_PATH_STYLE=true",
+			"WHARF_STORAGE_S3_ACCESS_KEY=" + m.AccessKey, "WHARF_STORAGE_S3_SECRET_KEY=" + m.SecretKey,
+			"WHARF_SIGNING_SIGNER=s3", "WHARF_REDIRECT_ENABLED=true"}
+	}
+	t.Fatalf("storage %q", storage)
+	return nil
+}
+
+func start(t *testing.T, storage string) *cluster {
 	t.Helper()
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -154,11 +176,12 @@ func start(t *testing.T) *cluster {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	shared := filepath.Join(dir, "shared")
-	c := &cluster{}
+	env := storageEnv(t, storage, shared)
+	c := &cluster{storage: storage}
 	// Both start at once: migrations run once (advisory lock), both
 	// agree on one signing key (atomic creation).
-	c.a = startReplica(t, bin, "a", dsn, shared)
-	c.b = startReplica(t, bin, "b", dsn, shared)
+	c.a = startReplica(t, bin, "a", dsn, shared, env)
+	c.b = startReplica(t, bin, "b", dsn, shared, env)
 	lbPort := freePort(t)
 	cfg := fmt.Sprintf(`global
     maxconn 512
@@ -286,7 +309,12 @@ func pullVerified(t *testing.T, base, repo, tag string) {
 }
 
 func TestReplicas(t *testing.T) {
-	c := start(t)
+	for _, storage := range []string{"filesystem", "s3"} {
+		t.Run(storage, func(t *testing.T) { testReplicas(t, start(t, storage)) })
+	}
+}
+
+func testReplicas(t *testing.T, c *cluster) {
 	A, B := "http://"+c.a.addr, "http://"+c.b.addr
 
 	t.Run("TagMoveSeenByOtherReplicaWithin1s", func(t *testing.T) {
@@ -323,7 +351,12 @@ func TestReplicas(t *testing.T) {
 	})
 
 	t.Run("ChunkedUploadAlternatingReplicas", func(t *testing.T) {
-		data := bytes.Repeat([]byte("0123456789abcdef"), 64*1024) // 1 MiB
+		// 10 MiB in 256 KiB chunks: on S3 the session crosses a part
+		// boundary (8 MiB) with its tail segments written by both replicas.
+		data := make([]byte, 10<<20)
+		for i := range data {
+			data[i] = byte(i*7 + i>>12)
+		}
 		resp := do(t, "POST", c.lb+"/v2/chunks/app/blobs/uploads/", nil, nil)
 		expect(t, resp, 202)
 		loc := resp.Header.Get("Location")
@@ -347,12 +380,23 @@ func TestReplicas(t *testing.T) {
 				t.Fatalf("blob through %s differs", base)
 			}
 		}
+		if c.storage == "s3" { // the bytes above came from MinIO, not a replica
+			noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := noFollow.Get(c.lb + "/v2/chunks/app/blobs/" + d.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(loc, "X-Amz-Signature=") {
+				t.Fatalf("blob GET on S3: %d Location %q, want 307 to a pre-signed URL", resp.StatusCode, loc)
+			}
+		}
 	})
 
 	if os.Getenv("REPLICAS_CONFORMANCE") == "1" {
 		t.Run("ConformanceThroughLoadBalancer", func(t *testing.T) {
 			cmd := exec.Command("bash", filepath.Join(repoRoot(t), "scripts", "conformance.sh"), "--url", c.lb)
-			cmd.Env = append(os.Environ(), "WHARF_ARTIFACTS="+filepath.Join(os.TempDir(), "wharf-artifacts", "replicas"))
+			cmd.Env = append(os.Environ(), "WHARF_ARTIFACTS="+filepath.Join(os.TempDir(), "wharf-artifacts", "replicas-"+c.storage))
 			out, err := cmd.CombinedOutput()
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 			for _, l := range lines {
