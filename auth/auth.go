@@ -5,6 +5,8 @@
 package auth
 
 import (
+	"context"
+	"net"
 	"net/http"
 )
 
@@ -93,3 +95,27 @@ func (AllowAll) Permits(Identity, string, Action) bool { return true }
 
 // Challenge implements Authorizer.
 func (AllowAll) Challenge(*http.Request, Scope) string { return "" }
+
+type clientAddrKey struct{}
+
+// WithClientAddr records the caller's address as the server determined it:
+// behind a trusted proxy, from X-Forwarded-For. Per-address limits (failed
+// logins) key on it; otherwise every client behind a load balancer would
+// share the balancer's bucket.
+func WithClientAddr(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, clientAddrKey{}, addr)
+}
+
+// ClientAddr is the caller's address: the one the server recorded, else
+// the host of r.RemoteAddr (X-Forwarded-For is never read here: anyone can
+// send it).
+func ClientAddr(r *http.Request) string {
+	if a, ok := r.Context().Value(clientAddrKey{}).(string); ok && a != "" {
+		return a
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

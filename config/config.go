@@ -229,7 +229,7 @@ type HTTP struct {
 	TransferIdleTimeout time.Duration `yaml:"transfer_idle_timeout" doc:"a blob upload or download that moves no byte for this long is cut off (0: none)"`
 	DrainDelay          time.Duration `yaml:"drain_delay" doc:"on SIGINT/SIGTERM, /readyz fails at once and the listener stays open this long before shutdown (skipped when nothing polled /readyz)"`
 	RequestID           bool          `yaml:"request_id" doc:"set X-Request-Id on every response and request_id in its log lines"`
-	TrustedProxies      string        `yaml:"trusted_proxies" doc:"comma-separated CIDRs of proxies whose X-Forwarded-For and X-Request-Id are believed"`
+	TrustedProxies      string        `yaml:"trusted_proxies" doc:"comma-separated CIDRs of proxies whose X-Forwarded-For (rate limits, failed-login limits, the access log client) and X-Request-Id are believed"`
 }
 
 // Default returns the configuration of `wharf serve` with nothing set.

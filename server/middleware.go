@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/oci"
 )
 
@@ -189,19 +190,6 @@ func (s *Server) clientAddr(r *http.Request, peer netip.Addr, peerTrusted bool) 
 	return peer.String()
 }
 
-// limitAddr is the client address a rate limit is keyed by: without
-// trusted proxies, the peer's host as written (no parsing on the hot path).
-func (s *Server) limitAddr(r *http.Request) string {
-	if len(s.trustedProxies) == 0 {
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			return host
-		}
-		return r.RemoteAddr
-	}
-	peer := remoteAddr(r)
-	return s.clientAddr(r, peer, s.trusted(peer))
-}
-
 // ---- throttling ----
 
 // limitAction is the rate-limit action of a route and method ("" for
@@ -241,7 +229,7 @@ func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user 
 		if action := limitAction(m.Route, r.Method); action != "" {
 			key := "user:" + user
 			if user == "" {
-				key = "addr:" + s.limitAddr(r)
+				key = "addr:" + auth.ClientAddr(r) // X-Forwarded-For via a trusted proxy
 			}
 			if ok, after := s.limiter.Allow(action, key); !ok {
 				s.tooMany(w, r, "rate", after, action+" rate limit exceeded; retry later")

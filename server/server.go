@@ -153,25 +153,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rw := &responseWriter{ResponseWriter: w}
 	info := &requestInfo{blobs: -1}
+	ctx := r.Context()
+	viaProxy := false
+	if len(s.trustedProxies) > 0 {
+		if peer := remoteAddr(r); s.trusted(peer) {
+			viaProxy = true
+			info.client = s.clientAddr(r, peer, true)
+			ctx = auth.WithClientAddr(ctx, info.client)
+		}
+	}
 	if s.requestIDs {
-		if id := r.Header.Get("X-Request-Id"); id != "" && len(s.trustedProxies) > 0 && validRequestID(id) && s.trusted(remoteAddr(r)) {
+		if id := r.Header.Get("X-Request-Id"); id != "" && viaProxy && validRequestID(id) {
 			info.id = id
 		} else {
 			info.id = newRequestID()
 		}
 		rw.Header().Set("X-Request-Id", info.id)
 	}
-	ctx := r.Context()
 	var span trace.Span // nil unless tracing is on
 	if s.tracer != nil {
 		ctx, span = s.startSpan(ctx, r)
 	}
 	r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
 	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
+		p := recover()
+		if p != nil && p != http.ErrAbortHandler {
 			s.log.ErrorContext(r.Context(), "panic serving request", "method", r.Method, "path", truncate(r.URL.Path), "panic", p, "stack", string(debug.Stack()))
 			if !rw.wroteHeader {
 				s.writeError(rw, r, oci.NewError(oci.CodeUnknown))
@@ -180,6 +186,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.finish(r, rw, info, start)
 		if span != nil {
 			s.endSpan(span, r, rw, info)
+		}
+		if p == http.ErrAbortHandler {
+			// A response cut on purpose (a blob whose storage failed
+			// mid-stream): logged and its span ended like any other, then
+			// net/http drops the connection.
+			panic(p)
 		}
 	}()
 	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
@@ -214,6 +226,7 @@ type requestInfo struct {
 	blobs     int    // blobs a batch call returned (-1: not one)
 	throttled string // why the server answered 429 itself
 	pattern   string // the handler pattern of a request outside /v2/
+	client    string // caller's address from X-Forwarded-For via a trusted proxy ("" otherwise)
 }
 
 // routeLabel is the bounded route of the access log and metrics.
@@ -254,7 +267,7 @@ func (s *Server) finish(r *http.Request, rw *responseWriter, info *requestInfo, 
 	if !s.log.Enabled(ctx, level) {
 		return
 	}
-	s.log.LogAttrs(ctx, level, "request",
+	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("route", info.routeLabel()),
 		slog.String("repo", info.repo),
@@ -264,7 +277,11 @@ func (s *Server) finish(r *http.Request, rw *responseWriter, info *requestInfo, 
 		slog.Duration("duration", d),
 		slog.String("user", info.user),
 		slog.String("remote", r.RemoteAddr),
-	)
+	}
+	if info.client != "" {
+		attrs = append(attrs, slog.String("client", info.client))
+	}
+	s.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
 // serveV2 routes a /v2/ request.

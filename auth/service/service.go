@@ -294,7 +294,7 @@ func (s *Service) checkBasic(r *http.Request, b64 string) (principal, error) {
 // login checks a password, rate-limiting failures per client address and
 // per user. The password is never logged.
 func (s *Service) login(r *http.Request, user, pass string, now time.Time) error {
-	ip := clientIP(r)
+	ip := auth.ClientAddr(r)
 	keys := []string{"ip:" + ip, "user:" + user}
 	if d := s.limiter.wait(now, keys...); d > 0 {
 		s.log.Warn("login refused: too many failed logins", "user", user, "remote", ip, "retry_after", d.Round(time.Second))
@@ -327,7 +327,7 @@ func (s *Service) warnPlainHTTP(r *http.Request, now time.Time) {
 		return
 	}
 	s.log.Warn("!!! CREDENTIALS ACCEPTED OVER PLAIN HTTP on a non-loopback address: passwords and tokens travel in clear text; configure tls.cert/tls.key (or terminate TLS in front and set X-Forwarded-Proto) !!!",
-		"remote", clientIP(r))
+		"remote", auth.ClientAddr(r))
 }
 
 // checkBearer verifies a token through the cache.
@@ -446,14 +446,4 @@ func (s *Service) realm(r *http.Request) string {
 		base = scheme + "://" + r.Host
 	}
 	return base + "/token"
-}
-
-// clientIP is the host of the request's remote address (proxies'
-// X-Forwarded-For is not trusted: anyone can send it).
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

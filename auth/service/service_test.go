@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -41,6 +42,7 @@ import (
 	"github.com/wharf-registry/wharf/auth/service"
 	"github.com/wharf-registry/wharf/auth/token"
 	"github.com/wharf-registry/wharf/internal/wharftest"
+	"github.com/wharf-registry/wharf/server"
 )
 
 // ---- fixture ----
@@ -90,6 +92,9 @@ const extIssuer = "https://idp.example"
 
 type fixtureOpts struct {
 	burst int
+	// trustLoopback makes the server trust X-Forwarded-For from
+	// 127.0.0.0/8, as behind a load balancer.
+	trustLoopback bool
 }
 
 func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
@@ -137,6 +142,9 @@ func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
 		t.Fatal(err)
 	}
 	wo := wharftest.Options{Auth: fx.svc}
+	if len(fo) > 0 && fo[0].trustLoopback {
+		wo.Server = func(so *server.Options) { so.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
+	}
 	if mode == service.ModeToken {
 		wo.Handlers = map[string]http.Handler{service.TokenPath: fx.svc.TokenHandler()}
 	}
@@ -694,6 +702,49 @@ func TestFailedLoginsRateLimited(t *testing.T) {
 			logs := fx.logs.String()
 			if !strings.Contains(logs, "failed login") || strings.Contains(logs, "guess-") || strings.Contains(logs, users["writer"]) {
 				t.Errorf("logs: want failed logins logged without passwords:\n%s", logs)
+			}
+		})
+	}
+}
+
+// TestFailedLoginsBehindProxy: behind a trusted load balancer, failed
+// logins are counted per client (X-Forwarded-For), not per balancer: one
+// client guessing passwords for many users does not lock out another.
+func TestFailedLoginsBehindProxy(t *testing.T) {
+	for _, mode := range []service.Mode{service.ModeBasic, service.ModeToken} {
+		t.Run(string(mode), func(t *testing.T) {
+			fx := newFixture(t, mode, fixtureOpts{burst: 3, trustLoopback: true})
+			path := "/v2/"
+			if mode == service.ModeToken {
+				path = "/token?service=wharf-test"
+			}
+			try := func(client, user, pass string) int {
+				req, _ := http.NewRequest("GET", fx.reg.URL+path, nil)
+				req.SetBasicAuth(user, pass)
+				req.Header.Set("X-Forwarded-For", client)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			// A different user each time: only the address bucket fills.
+			for i := range 3 {
+				if got := try("203.0.113.7", fmt.Sprintf("nobody-%d", i), "guess"); got != 401 {
+					t.Fatalf("failure %d: %d", i, got)
+				}
+			}
+			if got := try("203.0.113.7", "nobody-3", "guess"); got != 429 {
+				t.Fatalf("the guessing client after its burst: %d, want 429", got)
+			}
+			if got := try("198.51.100.2", "writer", users["writer"]); got != 200 {
+				t.Fatalf("another client behind the same proxy: %d, want 200", got)
+			}
+			// A forged hop before the proxy's own does not help: the
+			// right-most address that is not a trusted proxy counts.
+			if got := try("198.51.100.99, 203.0.113.7", "nobody-4", "guess"); got != 429 {
+				t.Fatalf("forged X-Forwarded-For: %d, want 429", got)
 			}
 		})
 	}
