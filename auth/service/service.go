@@ -103,6 +103,7 @@ type Service struct {
 	basic    *cache[principal]
 	bearer   *cache[principal]
 	limiter  *loginLimiter
+	policy   atomic.Pointer[auth.Policy] // swapped whole by SetPolicy
 	warnedAt atomic.Int64
 }
 
@@ -165,6 +166,7 @@ func New(o Options) (*Service, error) {
 		bearer:  newCache[principal](o.CacheSize),
 		limiter: newLoginLimiter(o.FailedLoginsPerMinute, o.FailedLoginsBurst, o.CacheSize),
 	}
+	s.policy.Store(o.Policy)
 	s.users.Store(&htpasswd.File{})
 	if o.Htpasswd != "" {
 		if err := s.loadUsers(); err != nil {
@@ -372,12 +374,12 @@ func (s *Service) Authorize(r *http.Request, scope auth.Scope) (auth.Identity, e
 			if auth.Covers(p.id.Access, scope.Repo, a) {
 				continue
 			}
-			if p.own && !p.id.Anonymous() && !s.o.Policy.Allows(p.id.Subject, scope.Repo, a) {
+			if p.own && !p.id.Anonymous() && !s.policy.Load().Allows(p.id.Subject, scope.Repo, a) {
 				return auth.Identity{}, errDenied
 			}
 			return auth.Identity{}, errUnauthorized
 		}
-		if !s.o.Policy.Allows(p.id.Subject, scope.Repo, a) {
+		if !s.policy.Load().Allows(p.id.Subject, scope.Repo, a) {
 			if p.id.Anonymous() {
 				return auth.Identity{}, errUnauthorized
 			}
@@ -387,6 +389,11 @@ func (s *Service) Authorize(r *http.Request, scope auth.Scope) (auth.Identity, e
 	return p.id, nil
 }
 
+// SetPolicy replaces the policy for every request from now on (a config
+// reload): identities are cached, decisions are not. Tokens already
+// issued keep what they grant until they expire (auth.token.ttl).
+func (s *Service) SetPolicy(p *auth.Policy) { s.policy.Store(p) }
+
 // Permits implements auth.Authorizer: the policy for local identities,
 // the token's access claim for those of external issuers (and, for every
 // token, what its claim grants).
@@ -394,7 +401,7 @@ func (s *Service) Permits(id auth.Identity, repo string, a auth.Action) bool {
 	if auth.Covers(id.Access, repo, a) {
 		return true
 	}
-	return id.Issuer == "" && s.o.Policy.Allows(id.Subject, repo, a)
+	return id.Issuer == "" && s.policy.Load().Allows(id.Subject, repo, a)
 }
 
 // Challenge implements auth.Authorizer.

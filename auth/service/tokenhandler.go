@@ -113,7 +113,7 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request) {
 			requested = append(requested, a)
 		}
 	}
-	granted := s.o.Policy.Grant(p.id.Subject, requested)
+	granted := s.policy.Load().Grant(p.id.Subject, requested)
 	tok, issued, err := s.o.Issuer.Issue(p.id.Subject, granted, s.o.TokenTTL)
 	if err != nil {
 		s.log.Error("signing token", "err", err)

@@ -57,11 +57,11 @@ type proc struct {
 	mu   *sync.Mutex
 }
 
-// startWharf runs `wharf serve` on a free loopback port over dataDir and
-// waits for its "wharf serving" log line.
-func startWharf(t *testing.T, dataDir string) *proc {
+// startWharf runs `wharf serve` on a free loopback port over dataDir (and
+// any further arguments) and waits for its "wharf serving" log line.
+func startWharf(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(wharfBinary(t), "serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir)
+	cmd := exec.Command(wharfBinary(t), append([]string{"serve", "--addr", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
 	cmd.Env = append(os.Environ(), "WHARF_LOG_FORMAT=json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -320,5 +320,66 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHangupReloadsPolicy: SIGHUP applies a changed auth.policy to the
+// running server; an invalid file changes nothing and the server keeps
+// serving; a changed setting that needs a restart is said to need one.
+func TestHangupReloadsPolicy(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "wharf.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const closed = "auth:\n  mode: basic\n"
+	const open = "auth:\n  mode: basic\n  policy:\n    anonymous_pull: [\"public/**\"]\n"
+	write(closed)
+	p := startWharf(t, filepath.Join(dir, "data"), "--config", cfgPath)
+	status := func() int {
+		resp := do(t, "GET", p.url+"/v2/public/app/tags/list", nil, nil)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	hangup := func() {
+		t.Helper()
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logged := func(msg string) func() bool {
+		return func() bool { return strings.Contains(p.log(), msg) }
+	}
+	if got := status(); got != http.StatusUnauthorized {
+		t.Fatalf("anonymous pull before the reload: %d, want 401", got)
+	}
+	write(open)
+	hangup()
+	waitFor(t, "the policy reload", logged("reload: auth.policy applied"))
+	if got := status(); got != http.StatusNotFound { // allowed now: the repository is just empty
+		t.Fatalf("anonymous pull after the reload: %d, want 404\n%s", got, p.log())
+	}
+	write("auth: [not, a, mapping")
+	hangup()
+	waitFor(t, "the refused reload", logged("reload: configuration refused"))
+	if got := status(); got != http.StatusNotFound {
+		t.Fatalf("after an invalid file: %d, want the running policy (404)", got)
+	}
+	write(open + "limits:\n  manifest_max_bytes: 1234567\n")
+	hangup()
+	waitFor(t, "the restart warning", logged("take effect on restart"))
+	write(closed)
+	hangup()
+	waitFor(t, "the second policy reload", func() bool { return strings.Count(p.log(), "reload: auth.policy applied") >= 3 })
+	if got := status(); got != http.StatusUnauthorized {
+		t.Fatalf("after closing the policy again: %d, want 401", got)
+	}
+	select {
+	case err := <-p.done:
+		t.Fatalf("wharf exited: %v", err)
+	default:
 	}
 }

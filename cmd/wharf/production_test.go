@@ -50,7 +50,7 @@ func startServe(t *testing.T, edit func(*config.Config)) (addr, maddr string, st
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg) }()
+	go func() { done <- serve(ctx, cfg, nil) }()
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("tcp", cfg.Addr); err == nil {
 			c.Close()

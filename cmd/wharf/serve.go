@@ -40,25 +40,33 @@ Settings come from defaults, then the YAML file of --config, then WHARF_*
 environment variables, then flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(configFile, os.Environ())
+			// load is also the SIGHUP reload: the same sources, read again.
+			load := func() (config.Config, error) {
+				cfg, err := config.Load(configFile, os.Environ())
+				if err != nil {
+					return cfg, err
+				}
+				if cmd.Flags().Changed("addr") {
+					cfg.Addr = addr
+				}
+				if cmd.Flags().Changed("data-dir") {
+					cfg.DataDir = dataDir
+				}
+				if cmd.Flags().Changed("tls-cert") || cmd.Flags().Changed("tls-key") {
+					cfg.TLS.Cert, cfg.TLS.Key = tlsCert, tlsKey
+					if err := cfg.Validate(); err != nil {
+						return cfg, err
+					}
+				}
+				return cfg, nil
+			}
+			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			if cmd.Flags().Changed("addr") {
-				cfg.Addr = addr
-			}
-			if cmd.Flags().Changed("data-dir") {
-				cfg.DataDir = dataDir
-			}
-			if cmd.Flags().Changed("tls-cert") || cmd.Flags().Changed("tls-key") {
-				cfg.TLS.Cert, cfg.TLS.Key = tlsCert, tlsKey
-				if err := cfg.Validate(); err != nil {
-					return err
-				}
-			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg)
+			return serve(ctx, cfg, load)
 		},
 	}
 	f := cmd.Flags()
@@ -92,7 +100,9 @@ func newLogHandler(c config.Log) slog.Handler {
 }
 
 // serve runs the registry until ctx is done, then shuts down gracefully.
-func serve(ctx context.Context, cfg config.Config) error {
+// On SIGHUP it calls reload (when not nil) and applies what can change
+// while running (see reloadOnHangup).
+func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error)) error {
 	log := newLogger(cfg.Log)
 	slog.SetDefault(log)
 
@@ -137,6 +147,10 @@ func serve(ctx context.Context, cfg config.Config) error {
 	authz, tokenHandler, err := newAuth(cfg, log)
 	if err != nil {
 		return err
+	}
+	if reload != nil {
+		svc, _ := authz.(*service.Service)
+		go reloadOnHangup(ctx, log, cfg, svc, reload)
 	}
 	authz = ops.authorizer(authz)
 	tlsConfig, err := newTLSConfig(cfg.TLS)
