@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
@@ -160,7 +161,7 @@ func Run(ctx context.Context, bin, dir string) (*Server, error) {
 		s.cmd, s.log, s.done = cmd, logf, make(chan struct{})
 		go func() { _ = cmd.Wait(); close(s.done) }()
 		if lastErr = s.waitReady(ctx, 60*time.Second); lastErr == nil {
-			if err := s.CreateBucket(ctx, s.Bucket); err != nil {
+			if err := s.createFirstBucket(ctx, 60*time.Second); err != nil {
 				s.Stop()
 				return nil, err
 			}
@@ -203,6 +204,26 @@ func (s *Server) waitReady(ctx context.Context, d time.Duration) error {
 	return errors.New("timed out waiting for /minio/health/ready")
 }
 
+// createFirstBucket creates s.Bucket, retrying while the server answers
+// 503: /minio/health/ready can say yes before the object layer is
+// initialized (XMinioServerNotInitialized), which a loaded CI machine
+// stretches past the SDK's own three attempts.
+func (s *Server) createFirstBucket(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := s.CreateBucket(ctx, s.Bucket)
+		var re *awshttp.ResponseError
+		if err == nil || !errors.As(err, &re) || re.HTTPStatusCode() != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // Client returns an S3 client for the server (path-style addressing).
 func (s *Server) Client() *s3.Client {
 	return s3.New(s3.Options{
@@ -220,6 +241,20 @@ func (s *Server) CreateBucket(ctx context.Context, name string) error {
 		return fmt.Errorf("create bucket %s: %w", name, err)
 	}
 	return nil
+}
+
+// Keys lists the keys of the bucket's objects under prefix (up to 1000).
+func (s *Server) Keys(t testing.TB, prefix string) []string {
+	t.Helper()
+	out, err := s.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &s.Bucket, Prefix: &prefix})
+	if err != nil {
+		t.Fatalf("list %s: %v", prefix, err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
 }
 
 // PID is the server's process id (benchmarks read its CPU time).
