@@ -28,8 +28,9 @@ import (
 
 // startS3 runs a registry whose blobs live in a fresh MinIO; presign
 // makes the S3 store the signer (otherwise the local signer, whose
-// download route streams from the bucket).
-func startS3(t *testing.T, presign bool) (*testRegistry, *s3.Store, *miniotest.Server) {
+// download route streams from the bucket); meta, when set, wraps the
+// metadata store (wharftest.Options.Meta).
+func startS3(t *testing.T, presign bool, meta func(registry.MetadataStore) registry.MetadataStore) (*testRegistry, *s3.Store, *miniotest.Server) {
 	t.Helper()
 	m := miniotest.Start(t)
 	st, err := s3.New(context.Background(), s3.Options{
@@ -39,7 +40,7 @@ func startS3(t *testing.T, presign bool) (*testRegistry, *s3.Store, *miniotest.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := wharftest.Options{Blobs: st, Redirect: true}
+	o := wharftest.Options{Blobs: st, Redirect: true, Meta: meta}
 	if presign {
 		o.Registry.Signer = st
 	}
@@ -49,7 +50,7 @@ func startS3(t *testing.T, presign bool) (*testRegistry, *s3.Store, *miniotest.S
 // TestS3RedirectPullGGCR: go-containerregistry pushes an image into the
 // S3 store and pulls it back through 307s straight from MinIO.
 func TestS3RedirectPullGGCR(t *testing.T) {
-	reg, _, m := startS3(t, true)
+	reg, _, m := startS3(t, true, nil)
 	img, err := random.Image(6<<20+1234, 3) // layers span more than one part
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +99,7 @@ func TestS3RedirectPullGGCR(t *testing.T) {
 // TestS3BatchEndpointDownloads: every downloadUrl of the batch endpoint
 // downloads its blob from MinIO with a plain client and no credentials.
 func TestS3BatchEndpointDownloads(t *testing.T) {
-	reg, _, m := startS3(t, true)
+	reg, _, m := startS3(t, true, nil)
 	img := randomImage(t, 4, true)
 	if err := remote.Write(reg.ref(t, "s3/batch:v1"), img, reg.opts(t)...); err != nil {
 		t.Fatal(err)
@@ -154,7 +155,7 @@ func TestS3BatchEndpointDownloads(t *testing.T) {
 // goes to the registry's own download route, which streams (and serves
 // ranges) from the bucket.
 func TestS3LocalSignerStreamsFromBucket(t *testing.T) {
-	reg, _, _ := startS3(t, false)
+	reg, _, _ := startS3(t, false, nil)
 	data := randomBytes(t, 300000)
 	d := pushBlob(t, reg.URL, "s3/local", data)
 	if got := getBlob(t, reg.URL, "s3/local", d); !bytes.Equal(got, data) {
@@ -184,7 +185,7 @@ func TestS3LocalSignerStreamsFromBucket(t *testing.T) {
 // in the bucket) is aborted by ExpireUploads: no multipart upload and no
 // tail objects remain.
 func TestS3ExpiredUploadIsAborted(t *testing.T) {
-	reg, st, m := startS3(t, true)
+	reg, st, m := startS3(t, true, nil)
 	loc := startUpload(t, reg.URL, "s3/abandoned")
 	r := do(t, http.MethodPatch, loc, randomBytes(t, 6<<20), "Content-Type: application/octet-stream")
 	expectStatus(t, "patch", r, http.StatusAccepted)

@@ -447,8 +447,14 @@ func (r *Registry) CancelUpload(ctx context.Context, repo, id string) error {
 }
 
 func (r *Registry) abort(ctx context.Context, u *Upload) {
+	// Whoever deletes the session's row owns its storage. A session that
+	// is already gone was committed or aborted by another request (on any
+	// replica): its storage is that request's, and may now be a blob.
 	if err := r.meta.DeleteUpload(ctx, u.ID); err != nil {
-		r.log.Warn("delete upload session", "upload", u.ID, "err", err)
+		if !errors.Is(err, ErrNotFound) {
+			r.log.Warn("delete upload session; its storage is kept until the next expiry pass", "upload", u.ID, "err", err)
+		}
+		return
 	}
 	if err := r.blobs.Uploads().Abort(ctx, u); err != nil {
 		r.log.Warn("abort upload storage", "upload", u.ID, "err", err)

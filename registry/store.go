@@ -50,7 +50,10 @@ type UploadStore interface {
 	// them with another algorithm than the one chosen at the start).
 	Reader(ctx context.Context, u *Upload) (io.ReadCloser, error)
 	// Commit makes the session's bytes durable as the blob d and returns its
-	// key. It must not copy the bytes when the backend can avoid it.
+	// key. It must not copy the bytes when the backend can avoid it. It is
+	// idempotent: called again for a session it already committed (the
+	// metadata commit after it failed, the client retried) it returns the
+	// same key.
 	Commit(ctx context.Context, u *Upload, d digest.Digest) (key string, err error)
 	// Abort releases the session's storage.
 	Abort(ctx context.Context, u *Upload) error
@@ -156,7 +159,9 @@ type MetadataStore interface {
 	// UpdateUpload persists u if the stored offset is still prevOffset
 	// (ErrConflict otherwise), so two writers cannot both advance a session.
 	UpdateUpload(ctx context.Context, u *Upload, prevOffset int64) error
-	// DeleteUpload forgets a session.
+	// DeleteUpload forgets a session; ErrNotFound if it was already gone
+	// (committed, or deleted by another request), so that exactly one
+	// caller goes on to release its storage.
 	DeleteUpload(ctx context.Context, id string) error
 	// ExpiredUploads lists sessions not updated since before.
 	ExpiredUploads(ctx context.Context, before time.Time, limit int) ([]*Upload, error)

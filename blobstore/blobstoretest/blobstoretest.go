@@ -28,6 +28,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.BlobStore, reopen fu
 	t.Run("TruncatesUnrecordedPart", func(t *testing.T) { testTruncatePart(t, newStore(t)) })
 	t.Run("TinyChunksAcrossPartBoundary", func(t *testing.T) { testTinyChunks(t, newStore(t)) })
 	t.Run("Reader", func(t *testing.T) { testReader(t, newStore(t)) })
+	t.Run("CommitIsIdempotent", func(t *testing.T) { testCommitTwice(t, newStore(t)) })
 	t.Run("ConcurrentIdenticalUploads", func(t *testing.T) { testConcurrentIdentical(t, newStore(t)) })
 	t.Run("AbortAndDelete", func(t *testing.T) { testAbortDelete(t, newStore(t)) })
 	t.Run("OpenMissing", func(t *testing.T) {
@@ -169,6 +170,20 @@ func testTinyChunks(t *testing.T, s registry.BlobStore) {
 		t.Fatalf("Reader: %d bytes, err %v", len(got), err)
 	}
 	commitAndCheck(t, s, u, data)
+}
+
+// testCommitTwice: when the metadata commit after Commit fails, the
+// client's retry commits the same session again and must get the blob.
+func testCommitTwice(t *testing.T, s registry.BlobStore) {
+	for _, size := range []int{0, 1000, 5<<20 + 1000} { // empty, one tail, parts and a tail
+		u := newUpload(t, s)
+		data := randomBytes(size)
+		appendAll(t, s, u, data, 1<<20)
+		first := commitAndCheck(t, s, u, data)
+		if again := commitAndCheck(t, s, u, data); again != first {
+			t.Fatalf("size %d: second Commit returned %q, first %q", size, again, first)
+		}
+	}
 }
 
 func testReader(t *testing.T, s registry.BlobStore) {

@@ -207,8 +207,19 @@ func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (
 	if err != nil {
 		return "", err
 	}
+	key := Key(d)
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
+		// Committed before and the metadata commit failed: the session
+		// file is already the blob d (verified before it was renamed).
+		// Commit is idempotent.
+		if errors.Is(err, os.ErrNotExist) {
+			if dst, perr := s.path(key); perr == nil {
+				if st, serr := os.Stat(dst); serr == nil && st.Size() == u.Offset {
+					return key, nil
+				}
+			}
+		}
 		return "", err
 	}
 	if err := f.Truncate(u.Offset); err != nil {
@@ -222,7 +233,6 @@ func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	key := Key(d)
 	dst, err := s.path(key)
 	if err != nil {
 		return "", err

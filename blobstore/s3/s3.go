@@ -858,17 +858,31 @@ func (s *Store) Commit(ctx context.Context, u *registry.Upload, _ digest.Digest)
 	}
 	if !e.Done {
 		if err := s.complete(ctx, e); err != nil {
-			return "", err
+			// Committed before (its tail segments or its multipart upload
+			// are gone with it) and the metadata commit failed: the
+			// object at the session's own key, which nothing else
+			// writes, is the blob. Commit is idempotent.
+			if !s.committed(ctx, e.Key, u.Offset) {
+				return "", err
+			}
 		}
 	}
 	s.deletePrefix(context.WithoutCancel(ctx), prefix)
 	return e.Key, nil
 }
 
+// committed reports whether key holds a complete object of size bytes.
+func (s *Store) committed(ctx context.Context, key string, size int64) bool {
+	h, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &key})
+	return err == nil && aws.ToInt64(h.ContentLength) == size
+}
+
 // Abort implements registry.UploadStore: it aborts the multipart upload
 // (and any other one left at the blob's key by a request that failed),
-// deletes the tail segments, and the object if Reader had completed it.
-// Aborting twice is not an error.
+// deletes the tail segments, and the object at the session's key if
+// Reader or a Commit whose metadata was never recorded completed it
+// (only the session writes there, and a recorded blob has no session
+// left to abort). Aborting twice is not an error.
 func (s *Store) Abort(ctx context.Context, u *registry.Upload) error {
 	prefix, err := s.uploadPrefix(u)
 	if err != nil {
@@ -879,11 +893,9 @@ func (s *Store) Abort(ctx context.Context, u *registry.Upload) error {
 	if derr == nil {
 		key = st.Key
 		s.abortMPU(ctx, key, st.MPU)
-		if st.Done {
-			if err := s.Delete(ctx, key); err != nil {
-				return err
-			}
-		}
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		return err
 	}
 	if err := s.abortAllAt(ctx, key); err != nil {
 		return err

@@ -81,19 +81,6 @@ func listMPUs(t *testing.T, c *awss3.Client, bucket, prefix string) []string {
 	return keys
 }
 
-func listObjects(t *testing.T, c *awss3.Client, bucket, prefix string) []string {
-	t.Helper()
-	out, err := c.ListObjectsV2(context.Background(), &awss3.ListObjectsV2Input{Bucket: &bucket, Prefix: &prefix})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
-	}
-	return keys
-}
-
 func begin(t *testing.T, s *s3.Store) *registry.Upload {
 	t.Helper()
 	u := &registry.Upload{ID: "u" + randHex() + randHex(), HashAlg: digest.SHA256}
@@ -137,7 +124,7 @@ func TestAbortLeavesNothing(t *testing.T) {
 	if got := listMPUs(t, c, m.Bucket, key); len(got) != 2 {
 		t.Fatalf("multipart uploads before abort: %v", got)
 	}
-	if got := listObjects(t, c, m.Bucket, "abort/uploads/"); len(got) == 0 {
+	if got := m.Keys(t, "abort/uploads/"); len(got) == 0 {
 		t.Fatal("expected tail segments before abort")
 	}
 	if err := s.Abort(context.Background(), u); err != nil {
@@ -146,8 +133,34 @@ func TestAbortLeavesNothing(t *testing.T) {
 	if got := listMPUs(t, c, m.Bucket, key); len(got) != 0 {
 		t.Fatalf("multipart uploads left after Abort: %v", got)
 	}
-	if got := listObjects(t, c, m.Bucket, "abort/"); len(got) != 0 {
+	if got := m.Keys(t, "abort/"); len(got) != 0 {
 		t.Fatalf("objects left after Abort: %v", got)
+	}
+}
+
+// TestAbortAfterUnrecordedCommit: a session whose Commit succeeded but
+// whose metadata commit failed still has its row; when it expires, Abort
+// removes the completed object too, so nothing leaks.
+func TestAbortAfterUnrecordedCommit(t *testing.T) {
+	m := miniotest.Start(t)
+	s := newStore(t, m, "unrecorded/")
+	for _, size := range []int{100, 6<<20 + 5} {
+		u := begin(t, s)
+		data := make([]byte, size)
+		_, _ = rand.Read(data)
+		appendChunks(t, s, u, data, 1<<20)
+		if _, err := s.Commit(context.Background(), u, digest.FromBytes(data)); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Keys(t, "unrecorded/"); len(got) != 1 {
+			t.Fatalf("size %d: after Commit: %v, want the blob alone", size, got)
+		}
+		if err := s.Abort(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Keys(t, "unrecorded/"); len(got) != 0 {
+			t.Fatalf("size %d: left after Abort: %v", size, got)
+		}
 	}
 }
 
@@ -169,7 +182,7 @@ func TestCommitLeavesOnlyTheBlob(t *testing.T) {
 		if key != s.BlobKey(u.ID) {
 			t.Fatalf("key %q, want the session's own %q", key, s.BlobKey(u.ID))
 		}
-		if got := listObjects(t, c, m.Bucket, "commit/uploads/"); len(got) != 0 {
+		if got := m.Keys(t, "commit/uploads/"); len(got) != 0 {
 			t.Fatalf("size %d: objects left under uploads/: %v", size, got)
 		}
 		if got := listMPUs(t, c, m.Bucket, key); len(got) != 0 {

@@ -63,6 +63,9 @@ type Options struct {
 	Production bool
 	// Server adjusts the server's options last (rate limits, timeouts).
 	Server func(*server.Options)
+	// Meta wraps the SQLite metadata store (to inject a failure into one
+	// operation of the real store).
+	Meta func(registry.MetadataStore) registry.MetadataStore
 }
 
 // Start runs a registry until the test ends.
@@ -110,6 +113,9 @@ func Start(t testing.TB, opts ...Options) *Registry {
 	}
 	var met *metrics.Metrics
 	regMeta, regBlobs, authz := registry.MetadataStore(meta), blobs, o.Auth
+	if o.Meta != nil {
+		regMeta = o.Meta(regMeta)
+	}
 	if o.Production {
 		met = metrics.New()
 		regMeta, regBlobs, ro.Signer = met.MetadataStore(meta), met.BlobStore(blobs), met.Signer(ro.Signer)

@@ -285,6 +285,10 @@ func testUploads(t *testing.T, m registry.MetadataStore) {
 	if _, err := m.Upload(ctx, "r", "up1"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("Upload after delete = %v", err)
 	}
+	// Only one deleter wins: it owns the session's storage.
+	if err := m.DeleteUpload(ctx, "up1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("second DeleteUpload = %v, want ErrNotFound", err)
+	}
 }
 
 // testUploadCAS: of many writers advancing one session from the same

@@ -565,8 +565,16 @@ func (s *Store) UpdateUpload(ctx context.Context, u *registry.Upload, prevOffset
 
 // DeleteUpload implements registry.MetadataStore.
 func (s *Store) DeleteUpload(ctx context.Context, id string) error {
-	_, err := s.write.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), id)
-	return err
+	res, err := s.write.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), id)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return registry.ErrNotFound
+	}
+	return nil
 }
 
 // ExpiredUploads implements registry.MetadataStore.
