@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wharf-registry/wharf/auth"
+	"github.com/wharf-registry/wharf/signer"
 )
 
 // Config is the whole configuration. The yaml tag of each field is its key
@@ -107,6 +108,8 @@ type Redirect struct {
 // Signing configures the embedded shape's URL signer.
 type Signing struct {
 	KeysFile string `yaml:"keys_file" doc:"HMAC keys for signed URLs (default <data_dir>/signing-keys.json, created on first start)"`
+	// Keys gives the keys inline, so replicas need no shared file.
+	Keys string `yaml:"keys" doc:"HMAC keys inline instead of keys_file: id:base64-secret,... (32+ bytes each; the first signs, all verify; prefer the environment variable)"`
 	// Signer chooses who signs blob URLs (redirects, the batch endpoint).
 	Signer     string            `yaml:"signer" doc:"local (the registry's own download route), s3 (pre-signed bucket URLs; needs storage.driver s3), cloudfront or cdn_hmac"`
 	S3         SigningS3         `yaml:"s3"`
@@ -489,6 +492,14 @@ func (c Config) validateStorage() []error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem or s3", c.Storage.Driver))
+	}
+	if c.Signing.Keys != "" {
+		if c.Signing.KeysFile != "" {
+			errs = append(errs, errors.New("signing.keys and signing.keys_file: set one"))
+		}
+		if _, _, err := signer.ParseKeys(c.Signing.Keys); err != nil {
+			errs = append(errs, fmt.Errorf("signing.keys (WHARF_SIGNING_KEYS): %w", err))
+		}
 	}
 	switch c.Signing.Signer {
 	case "", "local":

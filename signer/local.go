@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -178,6 +179,45 @@ func LoadOrCreateKeys(path string) (active Key, all []Key, err error) {
 		}
 	}
 	return Key{}, nil, fmt.Errorf("signing keys %s: active key %q is not in the file", path, kf.Active)
+}
+
+// ParseKeys reads keys given in configuration instead of a file:
+// "id:base64-secret" entries separated by commas, the first one active.
+// Every replica given the same string signs and verifies alike, with no
+// file on any replica's disk; rotating is prepending a new key, then
+// dropping the old one once its longest URL has expired.
+func ParseKeys(spec string) (active Key, all []Key, err error) {
+	seen := map[string]bool{}
+	for i, entry := range strings.Split(spec, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		// Errors name the entry by position or id, never by its text:
+		// it holds a secret.
+		id, secret, ok := strings.Cut(entry, ":")
+		if !ok || id == "" || strings.ContainsAny(id, " \t&=?#/") {
+			return Key{}, nil, fmt.Errorf("signing key #%d: want id:base64-secret (an id without spaces, &, =, ?, # or /)", i+1)
+		}
+		if seen[id] {
+			return Key{}, nil, fmt.Errorf("signing key id %q given twice", id)
+		}
+		seen[id] = true
+		b, err := base64.StdEncoding.DecodeString(secret)
+		if err != nil {
+			if b, err = base64.RawStdEncoding.DecodeString(secret); err != nil {
+				return Key{}, nil, fmt.Errorf("signing key %q: secret is not base64", id)
+			}
+		}
+		if len(b) < MinSecretBytes {
+			return Key{}, nil, fmt.Errorf("signing key %q: secret has %d bytes, want at least %d (openssl rand -base64 32)", id, len(b), MinSecretBytes)
+		}
+		all = append(all, Key{ID: id, Secret: b})
+	}
+	if len(all) == 0 {
+		return Key{}, nil, errors.New("no signing keys given")
+	}
+	return all[0], all, nil
 }
 
 func randomHex(n int) string {

@@ -3,6 +3,7 @@ package signer
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/url"
 	"os"
@@ -164,6 +165,29 @@ func BenchmarkVerify(b *testing.B) {
 	for b.Loop() {
 		if err := s.Verify(d, q, now); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestParseKeys(t *testing.T) {
+	s1 := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	s2 := base64.RawStdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 40))
+	active, all, err := ParseKeys(" new:" + s1 + " , old:" + s2 + ",")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if active.ID != "new" || len(all) != 2 || all[1].ID != "old" || len(all[1].Secret) != 40 {
+		t.Fatalf("active %q, all %v", active.ID, all)
+	}
+	short := base64.StdEncoding.EncodeToString([]byte("sixteen-byte-key"))
+	for _, bad := range []string{"", " , ", "nocolon" + s1, ":" + s1, "a b:" + s1, "k:not base64!", "k:" + short, "k:" + s1 + ",k:" + s1} {
+		_, _, err := ParseKeys(bad)
+		if err == nil {
+			t.Errorf("ParseKeys(%q) accepted", bad)
+			continue
+		}
+		if strings.Contains(err.Error(), s1) || strings.Contains(err.Error(), short) {
+			t.Errorf("ParseKeys(%q) error shows the secret: %v", bad, err)
 		}
 	}
 }

@@ -120,11 +120,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	defer meta.Close()
 
-	keysFile := cfg.Signing.KeysFile
-	if keysFile == "" {
-		keysFile = filepath.Join(cfg.DataDir, "signing-keys.json")
-	}
-	active, keys, err := signer.LoadOrCreateKeys(keysFile)
+	active, keys, err := signingKeys(cfg, log)
 	if err != nil {
 		return err
 	}
