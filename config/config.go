@@ -166,6 +166,12 @@ type S3 struct {
 	SecretKey string `yaml:"secret_key" doc:"secret access key (prefer the environment variable)"`
 	PathStyle bool   `yaml:"path_style" doc:"path-style addressing <endpoint>/<bucket> (MinIO)"`
 	PartSize  int64  `yaml:"part_size" doc:"multipart part size in bytes, 5 MiB to 16 MiB: the memory an upload request holds"`
+	// PublicEndpoint exists because SigV4 signs the host: URLs handed to
+	// clients must be signed for the host they call, which may not be the
+	// one the registry reaches the storage at.
+	PublicEndpoint string `yaml:"public_endpoint" doc:"S3 URL clients download pre-signed URLs from (https://s3.example.com) when it differs from endpoint; empty: endpoint"`
+	SSE            string `yaml:"sse" doc:"server-side encryption of stored objects: empty (off), AES256 (SSE-S3) or aws:kms (SSE-KMS)"`
+	SSEKMSKeyID    string `yaml:"sse_kms_key_id" doc:"KMS key id, ARN or alias for sse aws:kms; empty: the account's default key"`
 }
 
 // Filesystem configures the filesystem blob store.
@@ -489,6 +495,17 @@ func (c Config) validateStorage() []error {
 		}
 		if e := c.Storage.S3.Endpoint; e != "" && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
 			errs = append(errs, fmt.Errorf("storage.s3.endpoint %q must start with http:// or https://", e))
+		}
+		if e := c.Storage.S3.PublicEndpoint; e != "" && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+			errs = append(errs, fmt.Errorf("storage.s3.public_endpoint %q must start with http:// or https://", e))
+		}
+		switch c.Storage.S3.SSE {
+		case "", "AES256", "aws:kms":
+		default:
+			errs = append(errs, fmt.Errorf("storage.s3.sse %q: want empty (off), AES256 (SSE-S3) or aws:kms (SSE-KMS)", c.Storage.S3.SSE))
+		}
+		if c.Storage.S3.SSEKMSKeyID != "" && c.Storage.S3.SSE != "aws:kms" {
+			errs = append(errs, errors.New("storage.s3.sse_kms_key_id needs storage.s3.sse aws:kms"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem or s3", c.Storage.Driver))

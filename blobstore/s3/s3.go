@@ -64,11 +64,37 @@ const (
 	maxTailSegments = 16
 )
 
+// Server-side encryption modes (Options.SSE).
+const (
+	SSEAES256 = string(types.ServerSideEncryptionAes256) // SSE-S3
+	SSEKMS    = string(types.ServerSideEncryptionAwsKms) // SSE-KMS
+)
+
+// CheckSSE validates an SSE mode and KMS key id (shared with the config
+// validation, so both reject the same settings with the same words).
+func CheckSSE(sse, kmsKeyID string) error {
+	switch sse {
+	case "", SSEAES256, SSEKMS:
+	default:
+		return fmt.Errorf("server-side encryption %q: want empty (off), %s (SSE-S3) or %s (SSE-KMS)", sse, SSEAES256, SSEKMS)
+	}
+	if kmsKeyID != "" && sse != SSEKMS {
+		return fmt.Errorf("a KMS key id needs server-side encryption %s", SSEKMS)
+	}
+	return nil
+}
+
 // Options configure a Store.
 type Options struct {
 	// Endpoint is the S3 API URL (http://127.0.0.1:9000 for MinIO,
 	// https://<account>.r2.cloudflarestorage.com for R2); empty is AWS.
 	Endpoint string
+	// PublicEndpoint, when set, is the S3 URL clients download from
+	// (https://s3.example.com in front of http://minio.internal:9000):
+	// SigV4 signs the Host header, so a pre-signed URL must be signed for
+	// the host the client actually calls (CNCF Distribution #4750). Only
+	// SignBlob uses it; the store itself talks to Endpoint.
+	PublicEndpoint string
 	// Region is the bucket's region ("auto" for R2); default us-east-1.
 	Region string
 	Bucket string
@@ -87,6 +113,15 @@ type Options struct {
 	PathStyle bool
 	// PartSize is the multipart part size, 5 to 16 MiB (default 8 MiB).
 	PartSize int64
+	// SSE is the server-side encryption of every object the store
+	// creates: "" (none requested; the bucket's default applies),
+	// SSEAES256 (SSE-S3) or SSEKMS (SSE-KMS, with SSEKMSKeyID or the
+	// account's default key). Reads and pre-signed GETs need nothing
+	// extra: S3 decrypts for whoever may read the object.
+	SSE string
+	// SSEKMSKeyID is the KMS key (id, ARN or alias) for SSE-KMS; only
+	// with SSE = SSEKMS.
+	SSEKMSKeyID string
 	// ResponseContentType and ResponseContentDisposition, when set, are
 	// added to pre-signed URLs (response-content-type, ...), so the
 	// storage answers with those headers.
@@ -138,6 +173,14 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	if (o.AccessKey == "") != (o.SecretKey == "") {
 		return nil, errors.New("s3 store: set both access key and secret key, or neither (default credential chain)")
 	}
+	if err := CheckSSE(o.SSE, o.SSEKMSKeyID); err != nil {
+		return nil, fmt.Errorf("s3 store: %w", err)
+	}
+	if e := o.PublicEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("s3 store: public endpoint %q: want an http:// or https:// URL", e)
+		}
+	}
 	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(o.Region)}
 	switch {
 	case o.Credentials != nil:
@@ -170,8 +213,13 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		cfg.Credentials = o.Credentials
 		client = s3.New(client.Options(), func(so *s3.Options) { so.Credentials = o.Credentials })
 	}
+	presignClient := client
+	if o.PublicEndpoint != "" {
+		// Same options (credentials, region, path style), other host.
+		presignClient = s3.New(client.Options(), func(so *s3.Options) { so.BaseEndpoint = aws.String(o.PublicEndpoint) })
+	}
 	s := &Store{
-		client: client, presign: s3.NewPresignClient(client), creds: cfg.Credentials,
+		client: client, presign: s3.NewPresignClient(presignClient), creds: cfg.Credentials,
 		bucket: o.Bucket, prefix: o.Prefix, partSize: o.PartSize, opts: o, now: time.Now,
 	}
 	s.bufs.New = func() any { b := make([]byte, s.partSize); return &b }
@@ -331,7 +379,8 @@ func credGeneration(c aws.Credentials) string {
 }
 
 // SignBlob implements registry.Signer with a SigV4 pre-signed GET of the
-// blob's object. The URL expires at the requested time, or earlier when
+// blob's object, for Options.PublicEndpoint when set (the signature
+// covers the host). The URL expires at the requested time, or earlier when
 // S3's 7-day limit or the signing credentials' own expiry come first: a
 // URL signed with temporary credentials stops working when they do.
 func (s *Store) SignBlob(ctx context.Context, b registry.BlobInfo, expires time.Time) (registry.SignedURL, error) {
@@ -515,9 +564,11 @@ func (s *Store) Begin(ctx context.Context, u *registry.Upload) error {
 		return err
 	}
 	key := s.BlobKey(u.ID)
-	out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+	in := &s3.CreateMultipartUploadInput{
 		Bucket: &s.bucket, Key: &key, ContentType: aws.String("application/octet-stream"),
-	})
+	}
+	in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
+	out, err := s.client.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return fmt.Errorf("s3 store: create multipart upload: %w", err)
 	}
@@ -527,6 +578,20 @@ func (s *Store) Begin(ctx context.Context, u *registry.Upload) error {
 	}
 	u.Backend = b
 	return nil
+}
+
+// sse returns the encryption headers of every object-creating request
+// (CreateMultipartUpload, PutObject); UploadPart and
+// CompleteMultipartUpload inherit the multipart upload's.
+func (s *Store) sse() (types.ServerSideEncryption, *string) {
+	if s.opts.SSE == "" {
+		return "", nil
+	}
+	var key *string
+	if s.opts.SSEKMSKeyID != "" {
+		key = aws.String(s.opts.SSEKMSKeyID)
+	}
+	return types.ServerSideEncryption(s.opts.SSE), key
 }
 
 func (s *Store) getBuf() *[]byte  { return s.bufs.Get().(*[]byte) }
@@ -630,9 +695,12 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 				off += tail
 			}
 			seg := segment{Key: prefix + "tail-" + strconv.FormatInt(off, 10) + "-" + randHex(6), Len: int64(len(data))}
-			if _, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+			in := &s3.PutObjectInput{
 				Bucket: &s.bucket, Key: &seg.Key, Body: bytes.NewReader(data), ContentLength: aws.Int64(seg.Len),
-			}); err != nil {
+			}
+			// Tail segments hold blob bytes too: encrypt them like the blob.
+			in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
+			if _, err := s.client.PutObject(ctx, in); err != nil {
 				return total, fmt.Errorf("s3 store: put tail segment: %w", err)
 			}
 			next.Tail = append(next.Tail, seg)
@@ -810,10 +878,12 @@ func (s *Store) complete(ctx context.Context, e *state) error {
 		return err
 	}
 	if len(e.Parts) == 0 {
-		if _, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		in := &s3.PutObjectInput{
 			Bucket: &s.bucket, Key: &e.Key, Body: bytes.NewReader(buf), ContentLength: aws.Int64(tail),
 			ContentType: aws.String("application/octet-stream"),
-		}); err != nil {
+		}
+		in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
+		if _, err := s.client.PutObject(ctx, in); err != nil {
 			return fmt.Errorf("s3 store: put blob: %w", err)
 		}
 		s.abortMPU(ctx, e.Key, e.MPU)

@@ -31,22 +31,31 @@ func randHex() string {
 
 func newStore(t testing.TB, m *miniotest.Server, prefix string) *s3.Store {
 	t.Helper()
-	s, err := s3.New(context.Background(), s3.Options{
+	return newStoreWith(t, m, prefix, func(*s3.Options) {})
+}
+
+// newStoreWith is newStore with the options edited first.
+func newStoreWith(t testing.TB, m *miniotest.Server, prefix string, edit func(*s3.Options)) *s3.Store {
+	t.Helper()
+	o := s3.Options{
 		Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: prefix,
 		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, PartSize: s3.MinPartSize,
-	})
+	}
+	edit(&o)
+	s, err := s3.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func TestContract(t *testing.T) {
-	m := miniotest.Start(t)
+// runContract runs the blob store contract on m, each store under a fresh
+// prefix and built with edit.
+func runContract(t *testing.T, m *miniotest.Server, edit func(*s3.Options)) {
 	var mu sync.Mutex
 	prefixes := map[registry.BlobStore]string{}
 	open := func(t *testing.T, prefix string) registry.BlobStore {
-		s := newStore(t, m, prefix)
+		s := newStoreWith(t, m, prefix, edit)
 		mu.Lock()
 		prefixes[s] = prefix
 		mu.Unlock()
@@ -63,6 +72,10 @@ func TestContract(t *testing.T) {
 			return open(t, p)
 		},
 	)
+}
+
+func TestContract(t *testing.T) {
+	runContract(t, miniotest.Start(t), func(*s3.Options) {})
 	// Everything the contract committed or aborted left no multipart
 	// upload behind... except sessions the contract never finished; those
 	// are what ExpireUploads aborts, which TestAbortLeavesNothing covers.

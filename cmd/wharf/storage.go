@@ -21,6 +21,7 @@ func openBlobStore(ctx context.Context, cfg config.Config, root string) (blobs r
 		st, err := s3.New(ctx, s3.Options{
 			Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, Prefix: c.Prefix,
 			AccessKey: c.AccessKey, SecretKey: c.SecretKey, PathStyle: c.PathStyle, PartSize: c.PartSize,
+			PublicEndpoint: c.PublicEndpoint, SSE: c.SSE, SSEKMSKeyID: c.SSEKMSKeyID,
 			ResponseContentType:        cfg.Signing.S3.ResponseContentType,
 			ResponseContentDisposition: cfg.Signing.S3.ResponseContentDisposition,
 		})

@@ -12,6 +12,7 @@ package miniotest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type Server struct {
 	// Bucket was created empty for this server.
 	Bucket string
 	Dir    string
+	// KMSKeyName is the name of the built-in KMS key (Options.KMS), the
+	// key id SSE-KMS requests name; empty without a KMS.
+	KMSKeyName string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -79,9 +83,24 @@ func Binary() (string, error) {
 	return "", errors.New("no minio binary: set WHARF_MINIO_BIN, or run scripts/test.sh once to install it into the cache")
 }
 
+// Options select optional server features; the zero value is what Start
+// and Run give.
+type Options struct {
+	// KMS starts the server with MinIO's built-in static KMS
+	// (MINIO_KMS_SECRET_KEY, one random key named Server.KMSKeyName), so
+	// server-side encryption (SSE-S3 and SSE-KMS) can be tested for real.
+	KMS bool
+}
+
 // Start starts a server that stops when t ends. It skips t when MinIO is
 // not installed, unless WHARF_REQUIRE_SERVERS=1.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
 	bin, err := Binary()
 	if err != nil {
@@ -94,7 +113,7 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Run(context.Background(), bin, dir)
+	s, err := RunWith(context.Background(), bin, dir, o)
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatalf("minio: %v", err)
@@ -127,7 +146,21 @@ func freePort() (int, error) {
 // Run starts MinIO from bin over dir (outside of tests: the helper
 // command and benchmarks). Call Stop when done.
 func Run(ctx context.Context, bin, dir string) (*Server, error) {
+	return RunWith(ctx, bin, dir, Options{})
+}
+
+// RunWith is Run with options.
+func RunWith(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 	s := &Server{AccessKey: "wharf" + randomString(6), SecretKey: randomString(20), Bucket: "wharf-" + randomString(4), Dir: dir}
+	var extraEnv []string
+	if o.KMS {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		s.KMSKeyName = "wharf-test-key"
+		extraEnv = append(extraEnv, "MINIO_KMS_SECRET_KEY="+s.KMSKeyName+":"+base64.StdEncoding.EncodeToString(key))
+	}
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
@@ -152,6 +185,7 @@ func Run(ctx context.Context, bin, dir string) (*Server, error) {
 		cmd.Env = append(os.Environ(),
 			"MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
 			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1", "MINIO_REGION="+Region)
+		cmd.Env = append(cmd.Env, extraEnv...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
