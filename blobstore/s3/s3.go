@@ -36,7 +36,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -141,7 +140,11 @@ type Store struct {
 	prefix   string
 	partSize int64
 	opts     Options
-	bufs     sync.Pool
+	// bufs keeps up to idleBufs part buffers between requests. Not a
+	// sync.Pool: that drops its buffers at every GC, and each part-sized
+	// buffer reallocated is garbage that raises the heap goal, so a long
+	// upload's peak RSS crept up with the blob size.
+	bufs chan *[]byte
 	now      func() time.Time
 }
 
@@ -222,7 +225,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 		client: client, presign: s3.NewPresignClient(presignClient), creds: cfg.Credentials,
 		bucket: o.Bucket, prefix: o.Prefix, partSize: o.PartSize, opts: o, now: time.Now,
 	}
-	s.bufs.New = func() any { b := make([]byte, s.partSize); return &b }
+	s.bufs = make(chan *[]byte, idleBufs)
 	return s, nil
 }
 
@@ -594,8 +597,27 @@ func (s *Store) sse() (types.ServerSideEncryption, *string) {
 	return types.ServerSideEncryption(s.opts.SSE), key
 }
 
-func (s *Store) getBuf() *[]byte  { return s.bufs.Get().(*[]byte) }
-func (s *Store) putBuf(b *[]byte) { s.bufs.Put(b) }
+// idleBufs is how many part buffers stay allocated between requests:
+// the two one upload streams through, so a lone upload allocates none
+// after its first part.
+const idleBufs = 2
+
+func (s *Store) getBuf() *[]byte {
+	select {
+	case b := <-s.bufs:
+		return b
+	default:
+		b := make([]byte, s.partSize)
+		return &b
+	}
+}
+
+func (s *Store) putBuf(b *[]byte) {
+	select {
+	case s.bufs <- b:
+	default: // enough kept; this one goes to the GC
+	}
+}
 
 // Append implements registry.UploadStore. It reads the chunk into a
 // part-sized buffer after the bytes of the tail: each time the buffer
