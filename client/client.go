@@ -29,8 +29,8 @@ var ErrURLExpired = errors.New("download URL expired")
 // Options configure a Client. The zero value works.
 type Options struct {
 	// Keychain finds credentials per registry; nil is
-	// authn.DefaultKeychain (~/.docker/config.json, $DOCKER_CONFIG,
-	// $REGISTRY_AUTH_FILE, podman's auth.json).
+	// authn.DefaultKeychain, which reads one file: the Docker config if
+	// one exists, else $REGISTRY_AUTH_FILE, else podman's auth.json.
 	Keychain authn.Keychain
 	// Insecure talks plain HTTP to every registry (loopback and private
 	// addresses use HTTP anyway).

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,13 @@ func (r *registry) authenticator(ctx context.Context) authn.Authenticator {
 	return r.auth
 }
 
+// anonymous reports whether the client has no credentials for r.
+func (r *registry) anonymous(ctx context.Context) bool {
+	cfg, err := r.authenticator(ctx).Authorization()
+	return err == nil && cfg.Username == "" && cfg.Password == "" && cfg.Auth == "" &&
+		cfg.IdentityToken == "" && cfg.RegistryToken == ""
+}
+
 // request is one registry request; body, when set, is called for every
 // attempt so a request can be retried.
 type request struct {
@@ -73,14 +81,14 @@ type request struct {
 	header http.Header
 	body   func() (io.ReadCloser, int64, error)
 	scopes []string // e.g. "repository:a/b:pull"
-	// okStatus lists statuses returned to the caller without retrying.
+	// noRetry returns 5xx responses to the caller instead of retrying.
 	noRetry bool
 }
 
 // do sends a request to the registry with auth, retries and backoff. The
 // response is returned for any status the caller must judge (2xx, 3xx
-// not followed, 4xx other than 401/429); 5xx and network errors are
-// retried up to Options.Retries times.
+// not followed, 4xx other than 401/429, 501); other 5xx and network
+// errors are retried up to Options.Retries times.
 func (r *registry) do(ctx context.Context, q request) (*http.Response, error) {
 	target := q.path
 	if strings.HasPrefix(target, "/") {
@@ -130,7 +138,7 @@ func (r *registry) do(ctx context.Context, q request) (*http.Response, error) {
 			challenge := resp.Header.Get("WWW-Authenticate")
 			drain(resp)
 			if err := r.authorize(ctx, challenge, q.scopes); err != nil {
-				return nil, err
+				return nil, &authError{err}
 			}
 			authRetried = true
 			attempt-- // the auth round trip is not a failure
@@ -144,7 +152,8 @@ func (r *registry) do(ctx context.Context, q request) (*http.Response, error) {
 				return nil, err
 			}
 			continue
-		case resp.StatusCode >= 500 && !q.noRetry:
+		case resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented && !q.noRetry:
+			// 501 is no passing failure: the caller judges it (no batch endpoint)
 			body := readSome(resp)
 			lastErr = fmt.Errorf("%s %s: %s: %s", q.method, redact(target), resp.Status, body)
 			r.c.stats.retries.Add(1)
@@ -229,6 +238,10 @@ func (r *registry) authorize(ctx context.Context, challenge string, scopes []str
 			return fmt.Errorf("token from %s: %w", redact(realm), err)
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized && (cfg.Username != "" || cfg.Auth != "") {
+			return fmt.Errorf("%s: login failed: token endpoint %s refused the credentials%s: %s: %s",
+				r.host, redact(realm), userOf(cfg), resp.Status, readSome(resp))
+		}
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("token from %s: %s: %s", redact(realm), resp.Status, readSome(resp))
 		}
@@ -252,6 +265,27 @@ func (r *registry) authorize(ctx context.Context, challenge string, scopes []str
 		return nil
 	}
 	return fmt.Errorf("%s: 401 with unsupported challenge %q", r.host, challenge)
+}
+
+// authError is a 401 challenge the client could not answer (no or refused
+// credentials).
+type authError struct{ err error }
+
+func (e *authError) Error() string { return e.err.Error() }
+func (e *authError) Unwrap() error { return e.err }
+
+// userOf names the user of cfg for messages (never the password).
+func userOf(cfg *authn.AuthConfig) string {
+	u := cfg.Username
+	if u == "" && cfg.Auth != "" {
+		if b, err := base64.StdEncoding.DecodeString(cfg.Auth); err == nil {
+			u, _, _ = strings.Cut(string(b), ":")
+		}
+	}
+	if u == "" {
+		return ""
+	}
+	return fmt.Sprintf(" of user %q", u)
 }
 
 // parseChallenge splits `Bearer realm="x",service="y"` into its scheme

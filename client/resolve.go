@@ -134,6 +134,10 @@ func (c *Client) batchCall(ctx context.Context, reg *registry, repo, ref, platfo
 	}
 	path := "/v2/" + repo + "/manifests/" + ref + "/blobs?" + q.Encode()
 	resp, err := reg.do(ctx, request{method: http.MethodGet, path: path, scopes: pullScope(repo)})
+	var ae *authError
+	if errors.As(err, &ae) {
+		return nil, nil, &batchRefused{err}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -184,12 +188,22 @@ func (c *Client) batchCall(ctx context.Context, reg *registry, repo, ref, platfo
 		reg.setBatch(-1)
 		return nil, nil, errNoBatch
 	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
-		return nil, nil, fmt.Errorf("%s/%s:%s: %s: %s", reg.host, repo, ref, resp.Status, strings.TrimSpace(string(body)))
+		// Wharf refusing the caller, or a registry that answers unknown
+		// routes so: only the standard API can tell which.
+		return nil, nil, &batchRefused{fmt.Errorf("batch endpoint %s/%s%s%s: %s: %.300s", reg.host, repo, refSep(ref), ref, resp.Status, strings.TrimSpace(string(body)))}
 	}
 	return nil, nil, fmt.Errorf("batch endpoint %s/%s:%s: %s: %.300s", reg.host, repo, ref, resp.Status, strings.TrimSpace(string(body)))
 }
 
 var errAmbiguous404 = errors.New("404 MANIFEST_UNKNOWN from the batch endpoint")
+
+// batchRefused is a 401 or 403 on the batch route (or a challenge there
+// the client could not answer); pulls fall back to the standard API,
+// whose own refusal, if any, is what the user sees.
+type batchRefused struct{ err error }
+
+func (e *batchRefused) Error() string { return e.err.Error() }
+func (e *batchRefused) Unwrap() error { return e.err }
 
 func (r *registry) setBatch(v int) {
 	r.mu.Lock()
@@ -223,6 +237,10 @@ func (c *Client) getManifest(ctx context.Context, reg *registry, repo, ref strin
 	if resp.StatusCode == http.StatusNotFound {
 		drain(resp)
 		return manifestBlob{}, &NotFoundError{Ref: reg.host + "/" + repo + refSep(ref) + ref}
+	}
+	if resp.StatusCode == http.StatusUnauthorized && reg.anonymous(ctx) {
+		return manifestBlob{}, fmt.Errorf("GET manifest %s/%s%s%s: %s (no credentials for %s: use --user/--password-stdin or docker login): %s",
+			reg.host, repo, refSep(ref), ref, resp.Status, reg.host, readSome(resp))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return manifestBlob{}, fmt.Errorf("GET manifest %s/%s%s%s: %s: %s", reg.host, repo, refSep(ref), ref, resp.Status, readSome(resp))
@@ -273,6 +291,7 @@ func (c *Client) resolve(ctx context.Context, ref name.Reference, sel Selection)
 		}
 		ans, _, err := c.batchCall(ctx, reg, repo, id, platform)
 		var idx *indexAnswer
+		var refused *batchRefused
 		switch {
 		case err == nil:
 			img, err := c.imageFromBatch(ctx, reg, repo, ans, nil)
@@ -300,6 +319,14 @@ func (c *Client) resolve(ctx context.Context, ref name.Reference, sel Selection)
 				return c.resolveIndex(ctx, out, top, sel)
 			}
 			reg.setBatch(-1)
+			return c.resolveStandard(ctx, out, top, sel)
+		case errors.As(err, &refused):
+			c.logf("%v; trying the standard API", err)
+			top, err := c.getManifest(ctx, reg, repo, id, pullScope(repo))
+			if err != nil {
+				return nil, err
+			}
+			reg.setBatch(-1) // the standard API serves what the batch route refused
 			return c.resolveStandard(ctx, out, top, sel)
 		case errors.Is(err, errNoBatch):
 		default:
@@ -374,7 +401,8 @@ func (c *Client) resolveChild(ctx context.Context, reg *registry, repo string, d
 			return c.imageFromBatch(ctx, reg, repo, ans, d.Platform)
 		}
 		var idx *indexAnswer
-		if !errors.As(err, &idx) && !errors.Is(err, errNoBatch) && !errors.Is(err, errAmbiguous404) {
+		var refused *batchRefused
+		if !errors.As(err, &idx) && !errors.Is(err, errNoBatch) && !errors.Is(err, errAmbiguous404) && !errors.As(err, &refused) {
 			return nil, err
 		}
 	}
