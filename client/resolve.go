@@ -93,8 +93,10 @@ type urlSource interface {
 type batchAnswer struct {
 	ManifestDigest digest.Digest `json:"manifestDigest"`
 	ExpiresAt      time.Time     `json:"expiresAt"`
-	TotalSize      int64         `json:"totalSize"`
-	Blobs          []struct {
+	// expires is ExpiresAt on this machine's clock (see localExpiry).
+	expires   time.Time
+	TotalSize int64 `json:"totalSize"`
+	Blobs     []struct {
 		Digest      digest.Digest `json:"digest"`
 		Size        int64         `json:"size"`
 		MediaType   string        `json:"mediaType"`
@@ -107,6 +109,25 @@ type batchAnswer struct {
 		Size      int64         `json:"size"`
 		Data      []byte        `json:"data"`
 	} `json:"manifest"`
+}
+
+// localExpiry converts the server's expiresAt to this machine's clock,
+// using the answer's Date header: with a client clock behind the server's
+// the URLs would look valid after they expired (storage refuses them and
+// the client re-resolves), and with one ahead they would look expired at
+// once, costing a batch call per blob. Differences within the Date
+// header's one-second resolution (and a missing or bad header) change
+// nothing.
+func localExpiry(expiresAt time.Time, date string, now time.Time) time.Time {
+	d, err := http.ParseTime(date)
+	if err != nil {
+		return expiresAt
+	}
+	skew := d.Sub(now)
+	if skew > -2*time.Second && skew < 2*time.Second {
+		return expiresAt
+	}
+	return expiresAt.Add(-skew)
 }
 
 // errNoBatch means the registry does not offer the batch endpoint.
@@ -160,6 +181,7 @@ func (c *Client) batchCall(ctx context.Context, reg *registry, repo, ref, platfo
 			return nil, nil, errNoBatch
 		}
 		reg.setBatch(1)
+		a.expires = localExpiry(a.ExpiresAt, resp.Header.Get("Date"), c.opts.Now())
 		return &a, body, nil
 	case resp.StatusCode == http.StatusUnsupportedMediaType && code == "UNSUPPORTED":
 		var d struct {
@@ -468,7 +490,7 @@ func (s *batchSource) set(a *batchAnswer) {
 	for _, b := range a.Blobs {
 		s.urls[b.Digest] = b.DownloadURL
 	}
-	s.expires = a.ExpiresAt
+	s.expires = a.expires
 	s.version++
 }
 
