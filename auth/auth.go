@@ -8,6 +8,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 )
 
 // Action is something a caller does to a repository.
@@ -118,4 +119,27 @@ func ClientAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+type trustedProxyKey struct{}
+
+// WithTrustedProxy records that the request's peer is a proxy the server
+// trusts, so headers only such a proxy may set (X-Forwarded-Proto) can be
+// believed; from anyone else they are the caller's say-so.
+func WithTrustedProxy(ctx context.Context) context.Context {
+	return context.WithValue(ctx, trustedProxyKey{}, true)
+}
+
+// ViaTrustedProxy reports whether the server recorded r as coming through
+// a trusted proxy (WithTrustedProxy).
+func ViaTrustedProxy(r *http.Request) bool {
+	v, _ := r.Context().Value(trustedProxyKey{}).(bool)
+	return v
+}
+
+// OverTLS reports whether the caller's connection is encrypted: TLS to
+// this server, or X-Forwarded-Proto: https from a trusted proxy that
+// terminated it.
+func OverTLS(r *http.Request) bool {
+	return r.TLS != nil || ViaTrustedProxy(r) && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
 }

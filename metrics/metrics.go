@@ -74,7 +74,7 @@ func New() *Metrics {
 	m.requests = f.counterVec("http_requests_total", "HTTP requests by route template, method and status class.", "route", "method", "code")
 	m.duration = f.histogramVec("http_request_duration_seconds", "HTTP request latency by route template and method.",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}, "route", "method")
-	m.bytesIn = f.counterVec("http_request_bytes_total", "Request body bytes received (Content-Length), by route template.", "route")
+	m.bytesIn = f.counterVec("http_request_bytes_total", "Request body bytes read, by route template.", "route")
 	m.bytesOut = f.counterVec("http_response_bytes_total", "Response body bytes sent, by route template.", "route")
 	m.throttled = f.counterVec("http_throttled_total", "Requests answered 429 by the registry: reason rate (rate limit) or uploads (concurrent upload cap).", "reason")
 	m.batch = f.counter("batch_requests_total", "Successful calls of the batch endpoint (GET /v2/<name>/manifests/<reference>/blobs).")

@@ -394,7 +394,7 @@ func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.D
 	if info.Key != key {
 		// Another upload stored the same bytes first; ours is redundant.
 		if err := r.blobs.Delete(ctx, key); err != nil {
-			r.log.Warn("delete redundant blob object", "key", key, "err", err)
+			r.log.WarnContext(ctx, "delete redundant blob object", "key", key, "err", err)
 		}
 	}
 	return info, nil
@@ -452,12 +452,12 @@ func (r *Registry) abort(ctx context.Context, u *Upload) {
 	// replica): its storage is that request's, and may now be a blob.
 	if err := r.meta.DeleteUpload(ctx, u.ID); err != nil {
 		if !errors.Is(err, ErrNotFound) {
-			r.log.Warn("delete upload session; its storage is kept until the next expiry pass", "upload", u.ID, "err", err)
+			r.log.WarnContext(ctx, "delete upload session; its storage is kept until the next expiry pass", "upload", u.ID, "err", err)
 		}
 		return
 	}
 	if err := r.blobs.Uploads().Abort(ctx, u); err != nil {
-		r.log.Warn("abort upload storage", "upload", u.ID, "err", err)
+		r.log.WarnContext(ctx, "abort upload storage", "upload", u.ID, "err", err)
 	}
 }
 

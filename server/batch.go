@@ -49,7 +49,7 @@ func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 				"%s is an index; choose one of its manifests (by digest, or with the platform=os/arch[/variant] parameter)", ref).
 				WithStatus(http.StatusUnsupportedMediaType).WithDetail(idx))
 		case errors.Is(err, registry.ErrSigning):
-			s.log.Error("batch endpoint: signing failed", "repo", c.m.Name, "reference", ref.String(), "err", err)
+			s.log.ErrorContext(r.Context(), "batch endpoint: signing failed", "repo", c.m.Name, "reference", ref.String(), "err", err)
 			s.writeError(w, r, oci.Errorf(oci.CodeUnknown, "signing the download URLs failed"))
 		default:
 			s.writeError(w, r, err)

@@ -30,23 +30,66 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request, c *call) {
 		s.writeError(w, r, err)
 		return
 	}
-	repos, err := s.reg.Repositories(r.Context(), last, n)
+	visible, more, err := s.visibleRepositories(r, c.id, last, n)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	visible := repos[:0]
-	for _, name := range repos {
-		if s.auth.Permits(c.id, name, auth.Pull) {
-			visible = append(visible, name)
-		}
-	}
-	if n >= 0 && len(repos) == n && n > 0 {
-		setNextLink(w, "/v2/_catalog", repos[len(repos)-1], n)
+	if more {
+		// Named after a repository the caller may pull, never after one
+		// the store returned but the filter dropped: that would leak it.
+		setNextLink(w, "/v2/_catalog", visible[len(visible)-1], n)
 	}
 	writeJSON(w, r, http.StatusOK, "application/json", struct {
 		Repositories []string `json:"repositories"`
 	}{visible})
+}
+
+// catalogScanLimit bounds the repositories one catalog request reads from
+// the store beyond the page itself, so that a caller who may pull few of
+// many repositories cannot make one request walk the whole store.
+const catalogScanLimit = 10000
+
+// visibleRepositories returns up to n (n < 0: all) repositories after
+// last that id may pull, reading the store page by page so that hidden
+// ones do not leave the page short. more reports that visible ones may
+// follow: the page is full and at least one more visible repository was
+// seen, or the scan stopped at catalogScanLimit with a non-empty page.
+func (s *Server) visibleRepositories(r *http.Request, id auth.Identity, last string, n int) (visible []string, more bool, err error) {
+	visible = []string{}
+	if n == 0 {
+		return visible, false, nil
+	}
+	batch := -1
+	if n > 0 {
+		batch = min(max(2*n+1, 100), 1000)
+	}
+	scanned := 0
+	for {
+		repos, err := s.reg.Repositories(r.Context(), last, batch)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, name := range repos {
+			if !s.auth.Permits(id, name, auth.Pull) {
+				continue
+			}
+			if n > 0 && len(visible) == n {
+				return visible, true, nil // a visible one follows the page
+			}
+			visible = append(visible, name)
+		}
+		scanned += len(repos)
+		if batch < 0 || len(repos) < batch {
+			return visible, false, nil // the store is exhausted
+		}
+		if scanned >= n+catalogScanLimit {
+			// Bounded: what was found, and a Link after it if anything
+			// was, so the caller can go on from a name it may see.
+			return visible, len(visible) > 0, nil
+		}
+		last = repos[len(repos)-1]
+	}
 }
 
 func (s *Server) tags(w http.ResponseWriter, r *http.Request, c *call) {

@@ -28,9 +28,11 @@ type Observer interface {
 // Observation is one finished request. Route is a bounded template, never
 // a raw path; Method is one of the methods the API knows or "other".
 type Observation struct {
-	Method   string
-	Route    Route
-	Status   int
+	Method string
+	Route  Route
+	Status int
+	// BytesIn is the request-body bytes the server read (not the
+	// Content-Length: a chunked body has none, a cut-off one lies).
 	BytesIn  int64
 	BytesOut int64
 	Duration time.Duration

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -159,7 +160,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if peer := remoteAddr(r); s.trusted(peer) {
 			viaProxy = true
 			info.client = s.clientAddr(r, peer, true)
-			ctx = auth.WithClientAddr(ctx, info.client)
+			ctx = auth.WithTrustedProxy(auth.WithClientAddr(ctx, info.client))
 		}
 	}
 	if s.requestIDs {
@@ -175,6 +176,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, span = s.startSpan(ctx, r)
 	}
 	r = r.WithContext(context.WithValue(ctx, infoKey{}, info))
+	if r.Body != nil && r.Body != http.NoBody {
+		// Wrapped (on our copy of the request) before anyone reads it, so
+		// bytes_in is what was read: a chunked body counts, a body cut
+		// short counts only the bytes that came.
+		info.body = &countingBody{ReadCloser: r.Body}
+		r.Body = info.body
+	}
 	defer func() {
 		p := recover()
 		if p != nil && p != http.ErrAbortHandler {
@@ -221,12 +229,34 @@ type infoKey struct{}
 type requestInfo struct {
 	route     Route
 	repo      string
-	id        string // request id ("" when off)
-	user      string // authenticated caller
-	blobs     int    // blobs a batch call returned (-1: not one)
-	throttled string // why the server answered 429 itself
-	pattern   string // the handler pattern of a request outside /v2/
-	client    string // caller's address from X-Forwarded-For via a trusted proxy ("" otherwise)
+	id        string        // request id ("" when off)
+	user      string        // authenticated caller
+	blobs     int           // blobs a batch call returned (-1: not one)
+	throttled string        // why the server answered 429 itself
+	pattern   string        // the handler pattern of a request outside /v2/
+	client    string        // caller's address from X-Forwarded-For via a trusted proxy ("" otherwise)
+	body      *countingBody // the request body, counted (nil: none)
+}
+
+// bytesIn is how many request-body bytes were read.
+func (i *requestInfo) bytesIn() int64 {
+	if i.body == nil {
+		return 0
+	}
+	return i.body.n.Load()
+}
+
+// countingBody counts the bytes read from a request body. Atomic: a store
+// may read the body on a goroutine of its own.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // routeLabel is the bounded route of the access log and metrics.
@@ -241,11 +271,8 @@ func (i *requestInfo) routeLabel() string {
 func (s *Server) finish(r *http.Request, rw *responseWriter, info *requestInfo, start time.Time) {
 	d := time.Since(start)
 	status := rw.statusCode()
+	bytesIn := info.bytesIn()
 	if s.observer != nil {
-		bytesIn := r.ContentLength
-		if bytesIn < 0 {
-			bytesIn = 0
-		}
 		s.observer.ObserveRequest(&Observation{
 			Method: methodLabel(r.Method), Route: info.route, Status: status, BytesIn: bytesIn,
 			BytesOut: rw.bytes, Duration: d, Blobs: info.blobs, Throttled: info.throttled, Pattern: info.pattern,
@@ -273,7 +300,7 @@ func (s *Server) finish(r *http.Request, rw *responseWriter, info *requestInfo, 
 		slog.String("repo", info.repo),
 		slog.Int("status", status),
 		slog.Int64("bytes_out", rw.bytes),
-		slog.Int64("bytes_in", r.ContentLength),
+		slog.Int64("bytes_in", bytesIn),
 		slog.Duration("duration", d),
 		slog.String("user", info.user),
 		slog.String("remote", r.RemoteAddr),

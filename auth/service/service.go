@@ -299,12 +299,12 @@ func (s *Service) login(r *http.Request, user, pass string, now time.Time) error
 	ip := auth.ClientAddr(r)
 	keys := []string{"ip:" + ip, "user:" + user}
 	if d := s.limiter.wait(now, keys...); d > 0 {
-		s.log.Warn("login refused: too many failed logins", "user", user, "remote", ip, "retry_after", d.Round(time.Second))
+		s.log.WarnContext(r.Context(), "login refused: too many failed logins", "user", user, "remote", ip, "retry_after", d.Round(time.Second))
 		return rateLimited(d)
 	}
 	if !s.users.Load().Verify(user, pass) {
 		s.limiter.fail(now, keys...)
-		s.log.Warn("failed login", "user", user, "remote", ip)
+		s.log.WarnContext(r.Context(), "failed login", "user", user, "remote", ip)
 		return errUnauthorized
 	}
 	s.warnPlainHTTP(r, now)
@@ -314,7 +314,7 @@ func (s *Service) login(r *http.Request, user, pass string, now time.Time) error
 // warnPlainHTTP logs, at most once a minute, that a password was accepted
 // over plain HTTP on a non-loopback address.
 func (s *Service) warnPlainHTTP(r *http.Request, now time.Time) {
-	if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+	if auth.OverTLS(r) { // X-Forwarded-Proto only from a trusted proxy
 		return
 	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
@@ -328,7 +328,7 @@ func (s *Service) warnPlainHTTP(r *http.Request, now time.Time) {
 	if now.UnixNano()-last < int64(time.Minute) || !s.warnedAt.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
-	s.log.Warn("!!! CREDENTIALS ACCEPTED OVER PLAIN HTTP on a non-loopback address: passwords and tokens travel in clear text; configure tls.cert/tls.key (or terminate TLS in front and set X-Forwarded-Proto) !!!",
+	s.log.WarnContext(r.Context(), "!!! CREDENTIALS ACCEPTED OVER PLAIN HTTP on a non-loopback address: passwords and tokens travel in clear text; configure tls.cert/tls.key (or terminate TLS in a proxy listed in http.trusted_proxies that sets X-Forwarded-Proto) !!!",
 		"remote", auth.ClientAddr(r))
 }
 
@@ -447,7 +447,7 @@ func (s *Service) realm(r *http.Request) string {
 	base := strings.TrimRight(s.o.PublicURL, "/")
 	if base == "" {
 		scheme := "http"
-		if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+		if auth.OverTLS(r) { // X-Forwarded-Proto only from a trusted proxy
 			scheme = "https"
 		}
 		base = scheme + "://" + r.Host

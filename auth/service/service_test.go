@@ -23,7 +23,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,24 +63,11 @@ func newClock() *clock                   { c := &clock{}; c.ns.Store(time.Now().
 func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// logBuffer collects the service's logs (to check no password leaks).
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 type fixture struct {
 	reg   *wharftest.Registry
 	svc   *service.Service
 	clock *clock
-	logs  *logBuffer
+	logs  *wharftest.LogBuffer
 	mode  service.Mode
 	// htpasswd is the users file.
 	htpasswd string
@@ -95,6 +81,8 @@ type fixtureOpts struct {
 	// trustLoopback makes the server trust X-Forwarded-For from
 	// 127.0.0.0/8, as behind a load balancer.
 	trustLoopback bool
+	// requestIDs turns on X-Request-Id (and request_id in log lines).
+	requestIDs bool
 }
 
 func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
@@ -114,10 +102,12 @@ func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &fixture{clock: newClock(), logs: &logBuffer{}, mode: mode, htpasswd: hp}
+	fx := &fixture{clock: newClock(), logs: &wharftest.LogBuffer{}, mode: mode, htpasswd: hp}
 	o := service.Options{
 		Mode: mode, Htpasswd: hp, Policy: policy, Service: "wharf-test",
-		Logger: slog.New(slog.NewTextHandler(fx.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Wrapped as `wharf serve` wraps its logger: request_id is added
+		// to lines logged with a request's context.
+		Logger: slog.New(server.ContextHandler(slog.NewTextHandler(fx.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		Now:    fx.clock.Now, FailedLoginsBurst: 1000, FailedLoginsPerMinute: 1000,
 	}
 	if len(fo) > 0 && fo[0].burst > 0 {
@@ -142,8 +132,14 @@ func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
 		t.Fatal(err)
 	}
 	wo := wharftest.Options{Auth: fx.svc}
-	if len(fo) > 0 && fo[0].trustLoopback {
-		wo.Server = func(so *server.Options) { so.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
+	if len(fo) > 0 {
+		o := fo[0]
+		wo.Server = func(so *server.Options) {
+			if o.trustLoopback {
+				so.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+			}
+			so.RequestIDs = o.requestIDs
+		}
 	}
 	if mode == service.ModeToken {
 		wo.Handlers = map[string]http.Handler{service.TokenPath: fx.svc.TokenHandler()}

@@ -116,11 +116,11 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request) {
 	granted := s.policy.Load().Grant(p.id.Subject, requested)
 	tok, issued, err := s.o.Issuer.Issue(p.id.Subject, granted, s.o.TokenTTL)
 	if err != nil {
-		s.log.Error("signing token", "err", err)
+		s.log.ErrorContext(r.Context(), "signing token", "err", err)
 		tokenError(w, r, oci.NewError(oci.CodeUnknown), "")
 		return
 	}
-	s.log.Debug("token issued", "subject", p.id.Subject, "requested", scopes, "granted", len(granted))
+	s.log.DebugContext(r.Context(), "token issued", "subject", p.id.Subject, "requested", scopes, "granted", len(granted))
 	resp := tokenResponse{Token: tok, AccessToken: tok, ExpiresIn: int(s.o.TokenTTL / time.Second), IssuedAt: issued.UTC().Format(time.RFC3339)}
 	if form {
 		resp.Token = ""

@@ -209,6 +209,25 @@ func TestRequestIDsAndDrain(t *testing.T) {
 	}
 }
 
+// TestRequestIDKeptFromTrustedProxy: an X-Request-Id from a peer in
+// http.trusted_proxies is the request's id (the proxy's logs and ours
+// then share it); a malformed one is replaced.
+func TestRequestIDKeptFromTrustedProxy(t *testing.T) {
+	addr, _, _ := startServe(t, func(c *config.Config) { c.HTTP.TrustedProxies = "127.0.0.0/8" })
+	for sent, keep := range map[string]bool{"lb-4f2a.7": true, "bad id\"x": false} {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/v2/", nil)
+		req.Header.Set("X-Request-Id", sent)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if id := resp.Header.Get("X-Request-Id"); (id == sent) != keep || id == "" {
+			t.Errorf("X-Request-Id %q from a trusted proxy: answered %q (kept: want %v)", sent, id, keep)
+		}
+	}
+}
+
 // readyz polls /readyz (bounded) until it answers want.
 func readyz(t *testing.T, base string, want int, what string) {
 	t.Helper()
