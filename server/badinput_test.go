@@ -404,7 +404,8 @@ func TestBadInput(t *testing.T) {
 		{name: "invalid name on monolithic upload", req: request{method: "POST", path: "/v2/new.-repo/blobs/uploads/?digest=" + helloD.String(), body: hello},
 			status: 400, code: oci.CodeNameInvalid, after: noBlob(helloD)},
 		{name: "invalid name on referrers", req: request{method: "GET", path: "/v2/a_/referrers/" + d}, status: 400, code: oci.CodeNameInvalid},
-		{name: "invalid name on batch endpoint", req: request{method: "GET", path: "/v2/A/manifests/v1/blobs"}, status: 400, code: oci.CodeNameInvalid},
+		// The batch contract's one 404 for "not found" (TestBatchEndpointInvalidNameIs404).
+		{name: "invalid name on batch endpoint", req: request{method: "GET", path: "/v2/A/manifests/v1/blobs"}, status: 404, code: oci.CodeManifestUnknown},
 		{name: "name with a trailing separator component", req: request{method: "GET", path: "/v2/base/app./tags/list"}, status: 400, code: oci.CodeNameInvalid},
 		{name: "name over 255 chars", req: request{method: "PUT", path: "/v2/" + strings.Repeat("a", 256) + "/manifests/v1", header: ct, body: f.manifest},
 			status: 400, code: oci.CodeNameInvalid},

@@ -327,6 +327,13 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 	}
 	if m.Name != "" {
 		if err := oci.ValidateName(m.Name); err != nil {
+			if m.Route == RouteManifestBlobs {
+				// The batch contract has one 404 for any repository or
+				// reference that is not found; a name that cannot exist
+				// is one of them.
+				s.writeError(w, r, registry.ErrNotFoundBatch)
+				return
+			}
 			s.writeError(w, r, err)
 			return
 		}

@@ -107,3 +107,25 @@ func TestBatchEndpointDockerManifestList(t *testing.T) {
 		t.Fatalf("platform=linux/arm64: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestBatchEndpointInvalidNameIs404: the batch endpoint answers a name
+// that cannot exist with the same 404, byte for byte, as a repository or
+// reference that does not (the proposal's one 404 for "not found").
+func TestBatchEndpointInvalidNameIs404(t *testing.T) {
+	r := wharftest.Start(t)
+	pushImage(t, r, "real/app:v1", 1)
+	want, wantBody := get(t, r.URL+"/v2/no/such/manifests/v1/blobs")
+	if want.StatusCode != http.StatusNotFound {
+		t.Fatalf("missing repository: %d", want.StatusCode)
+	}
+	for _, path := range []string{"/v2/UPPER/case/manifests/v1/blobs", "/v2/a..b/manifests/v1/blobs", "/v2/real/app/manifests/-bad-/blobs"} {
+		resp, body := get(t, r.URL+path)
+		if resp.StatusCode != http.StatusNotFound || string(body) != string(wantBody) {
+			t.Errorf("%s: %d %s, want the same 404 as a missing repository: %s", path, resp.StatusCode, body, wantBody)
+		}
+	}
+	// Elsewhere an invalid name stays 400 NAME_INVALID, as the spec says.
+	if resp, body := get(t, r.URL+"/v2/UPPER/case/manifests/v1"); resp.StatusCode != http.StatusBadRequest || errorCode(t, body) != "NAME_INVALID" {
+		t.Errorf("manifest GET with an invalid name: %d %s", resp.StatusCode, body)
+	}
+}
