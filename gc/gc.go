@@ -251,6 +251,10 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 	var errs []error
 	var cursor digest.Digest
 	for len(errs) <= 10 {
+		if err := ctx.Err(); err != nil { // cancelled (a lost lease, say): stop now
+			errs = append(errs, fmt.Errorf("gc: sweep: %w", err))
+			break
+		}
 		pend, err := c.store.PendingBlobDeletionsAfter(ctx, cursor, c.opts.Batch)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("gc: pending deletions: %w", err))
@@ -260,7 +264,7 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 			break
 		}
 		cursor = pend[len(pend)-1].Digest
-		for i := 0; i < len(pend) && len(errs) <= 10; i += c.opts.SweepBatch {
+		for i := 0; i < len(pend) && len(errs) <= 10 && ctx.Err() == nil; i += c.opts.SweepBatch {
 			chunk := pend[i:min(i+c.opts.SweepBatch, len(pend))]
 			ds := make([]digest.Digest, len(chunk))
 			for j, p := range chunk {
@@ -288,7 +292,9 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 
 // Worker runs background maintenance on one replica at a time: expiring
 // abandoned upload sessions and, when GC is on, collection passes. The
-// replicas share a lease in the database; the one holding it does the work.
+// replicas share a lease in the database; the one holding it does the work,
+// and renews the lease while it works, so that a pass longer than the lease
+// does not let a second replica start one.
 type Worker struct {
 	Store     Store
 	Collector *Collector // nil: no GC, only upload expiry
@@ -301,12 +307,20 @@ type Worker struct {
 	Holder string
 	// Tick is how often the worker checks what is due (default 1 minute,
 	// or less when an interval is shorter).
-	Tick   time.Duration
-	Logger *slog.Logger
+	Tick time.Duration
+	// LeaseTTL is how long the lease lasts unless renewed (default
+	// max(10 minutes, 2 ticks)): how long a replica that died holding it
+	// keeps the others waiting. Work renews it every LeaseTTL/3.
+	LeaseTTL time.Duration
+	Logger   *slog.Logger
 }
 
 // LeaseName is the lease background maintenance runs under.
 const LeaseName = "maintenance"
+
+// ErrLeaseLost is the cause of the cancelled context of work whose lease
+// another replica took (or that could not be renewed before it expired).
+var ErrLeaseLost = errors.New("gc: maintenance lease lost")
 
 // Run works until ctx is done.
 func (w *Worker) Run(ctx context.Context) {
@@ -330,6 +344,10 @@ func (w *Worker) Run(ctx context.Context) {
 			tick = max(tick, time.Second)
 		}
 	}
+	ttl := w.LeaseTTL
+	if ttl <= 0 {
+		ttl = max(10*time.Minute, 2*tick)
+	}
 	var lastGC, lastUploads time.Time
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -346,7 +364,7 @@ func (w *Worker) Run(ctx context.Context) {
 		if !gcDue && !upDue {
 			continue
 		}
-		ok, err := w.Store.AcquireLease(ctx, LeaseName, w.Holder, max(10*time.Minute, 2*tick))
+		ok, err := w.Store.AcquireLease(ctx, LeaseName, w.Holder, ttl)
 		if err != nil {
 			log.Warn("maintenance lease", "err", err)
 			continue
@@ -354,25 +372,76 @@ func (w *Worker) Run(ctx context.Context) {
 		if !ok {
 			continue // another replica does it
 		}
-		if upDue {
-			lastUploads = now
-			n, err := w.ExpireUploads(ctx, w.UploadMaxAge)
-			if err != nil {
-				log.Warn("expiring uploads", "err", err)
-			} else if n > 0 {
-				log.Info("expired idle uploads", "count", n)
+		w.holdLease(ctx, now, ttl, log, func(ctx context.Context) {
+			if upDue {
+				lastUploads = now
+				n, err := w.ExpireUploads(ctx, w.UploadMaxAge)
+				if err != nil {
+					log.Warn("expiring uploads", "err", err, "cause", context.Cause(ctx))
+				} else if n > 0 {
+					log.Info("expired idle uploads", "count", n)
+				}
 			}
-		}
-		if gcDue {
-			lastGC = now
-			res, err := w.Collector.Run(ctx)
-			if err != nil {
-				log.Warn("garbage collection", "err", err)
+			if gcDue && ctx.Err() == nil {
+				lastGC = now
+				res, err := w.Collector.Run(ctx)
+				if err != nil {
+					log.Warn("garbage collection", "err", err, "cause", context.Cause(ctx))
+				}
+				if len(res.Blobs)+len(res.Manifests)+res.ObjectsGone > 0 || err != nil {
+					log.Info("garbage collection pass", "manifests", len(res.Manifests), "blobs", len(res.Blobs),
+						"bytes", res.Bytes, "objects_deleted", res.ObjectsGone, "duration", res.Duration)
+				}
 			}
-			if len(res.Blobs)+len(res.Manifests)+res.ObjectsGone > 0 || err != nil {
-				log.Info("garbage collection pass", "manifests", len(res.Manifests), "blobs", len(res.Blobs),
-					"bytes", res.Bytes, "objects_deleted", res.ObjectsGone, "duration", res.Duration)
-			}
-		}
+		})
 	}
+}
+
+// holdLease runs work under the lease acquired (at acquired, for ttl):
+// it renews the lease every ttl/3 while work runs, and cancels work's
+// context (cause ErrLeaseLost) as soon as a renewal finds another holder,
+// or renewals have failed until the lease may have expired, so that two
+// replicas never work at once for longer than a renewal period.
+func (w *Worker) holdLease(ctx context.Context, acquired time.Time, ttl time.Duration, log *slog.Logger, work func(context.Context)) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	renewer := make(chan struct{})
+	go func() {
+		defer close(renewer)
+		renewed := acquired
+		t := time.NewTicker(max(ttl/3, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			start := time.Now()
+			ok, err := w.Store.AcquireLease(wctx, LeaseName, w.Holder, ttl)
+			switch {
+			case err == nil && ok:
+				renewed = start
+			case err == nil:
+				log.Warn("maintenance lease taken by another replica: stopping this replica's pass")
+				cancel(ErrLeaseLost)
+				return
+			case wctx.Err() != nil:
+				return
+			default:
+				log.Warn("renewing maintenance lease", "err", err)
+				if time.Since(renewed) >= ttl {
+					log.Warn("maintenance lease expired unrenewed: stopping this replica's pass")
+					cancel(ErrLeaseLost)
+					return
+				}
+			}
+		}
+	}()
+	work(wctx)
+	close(done)
+	<-renewer
 }

@@ -14,10 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
+	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/gc"
+	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
 	"github.com/wharf-registry/wharf/metadata/postgres"
 	"github.com/wharf-registry/wharf/metadata/sqlite"
@@ -310,153 +314,237 @@ func TestLease(t *testing.T) {
 // passes run back to back with a short review delay. Afterwards every
 // tag pulls with verified digests, and a final pass leaves exactly the
 // referenced blobs in the database and in storage.
+//
+// It runs on both blob stores: files, and S3 on a real MinIO (listing the
+// bucket afterwards), each over SQLite and PostgreSQL.
 func TestUnderLoad(t *testing.T) {
-	each(t, func(t *testing.T, e *env) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		const (
-			pushers  = 3
-			pullers  = 3
-			pushesEa = 25
-			delay    = 1500 * time.Millisecond
-		)
-		repos := []string{"load/a", "load/b"}
-		tags := []string{"t0", "t1", "t2"}
-		var (
-			wg                        sync.WaitGroup
-			pushDone                  atomic.Bool
-			pushes, pulls, retries, n atomic.Int64
-			failures                  = make(chan error, 100)
-		)
-		// Shared layer so blobs are also re-linked across images.
-		shared := "shared base layer"
-		for w := 0; w < pushers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(w), 7))
-				for i := 0; i < pushesEa && ctx.Err() == nil; i++ {
-					repo, tag := repos[rng.IntN(len(repos))], tags[rng.IntN(len(tags))]
-					cfg := fmt.Sprintf(`{"n":%d}`, n.Add(1))
-					layer := fmt.Sprintf("layer %d %d", w, i)
-					for attempt := 0; ; attempt++ {
-						err := pushImage(ctx, e, repo, tag, cfg, layer, shared)
-						if err == nil {
-							pushes.Add(1)
-							break
-						}
-						// A blob collected between its upload and the manifest
-						// (slower than the review delay) is refused: push again.
-						if attempt < 5 && errors.Is(err, oci.ErrManifestBlobUnknown) {
-							retries.Add(1)
-							continue
-						}
-						failures <- fmt.Errorf("push %s:%s: %w", repo, tag, err)
-						return
+	t.Run("filesystem", func(t *testing.T) {
+		each(t, func(t *testing.T, e *env) {
+			underLoad(t, e, loadSize{pushes: 25, pulls: 2000, delay: 1500 * time.Millisecond}, func(t *testing.T) map[string]bool {
+				keys := map[string]bool{}
+				_ = filepath.Walk(filepath.Join(e.root, "blobs"), func(p string, fi os.FileInfo, err error) error {
+					if err == nil && !fi.IsDir() {
+						rel, _ := filepath.Rel(e.root, p)
+						keys[filepath.ToSlash(rel)] = true
 					}
-				}
-			}()
+					return nil
+				})
+				return keys
+			})
+		})
+	})
+	t.Run("s3", func(t *testing.T) {
+		m := miniotest.Start(t)
+		for _, b := range backends {
+			t.Run(b.name, func(t *testing.T) {
+				prefix := "load-" + b.name + "/"
+				e, blobs := s3Env(t, m, b, prefix)
+				// Smaller: every request goes to MinIO on a busy machine.
+				underLoad(t, e, loadSize{pushes: 8, pulls: 150, delay: time.Second}, func(t *testing.T) map[string]bool {
+					return bucketKeys(t, blobs, m.Bucket, prefix+"blobs/")
+				})
+			})
 		}
-		for w := 0; w < pullers; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(w), 9))
-				for k := 0; k < 2000 && !pushDone.Load() && ctx.Err() == nil; k++ {
-					repo, tag := repos[rng.IntN(len(repos))], tags[rng.IntN(len(tags))]
-					if err := pullImage(ctx, e, repo, tag); err != nil && !errors.Is(err, errRaced) {
-						failures <- fmt.Errorf("pull %s:%s: %w", repo, tag, err)
-						return
-					}
-					pulls.Add(1)
-				}
-			}()
-		}
-		passes := 0
-		gcDone := make(chan error, 1)
-		go func() {
-			col := gc.New(e.store, e.blobs, gc.Options{ReviewDelay: delay, DeleteUntagged: true, UntaggedAfter: delay, Changed: e.reg.Invalidate})
-			for !pushDone.Load() && ctx.Err() == nil {
-				if _, err := col.Run(ctx); err != nil {
-					gcDone <- err
-					return
-				}
-				passes++
-				time.Sleep(20 * time.Millisecond)
-			}
-			gcDone <- nil
-		}()
-		go func() { wg.Wait(); pushDone.Store(true) }()
-		if err := <-gcDone; err != nil {
-			t.Fatalf("gc: %v", err)
-		}
-		wg.Wait()
-		close(failures)
-		for err := range failures {
-			t.Error(err)
-		}
-		if t.Failed() {
-			return
-		}
-		t.Logf("%d pushes (%d retried), %d pulls, %d GC passes during load", pushes.Load(), retries.Load(), pulls.Load(), passes)
-		if passes < 2 {
-			t.Fatalf("only %d GC passes ran during the load", passes)
-		}
-		// Everything tagged pulls, verified.
-		check := func() map[digest.Digest]bool {
-			live := map[digest.Digest]bool{}
-			for _, repo := range repos {
-				for _, tag := range tags {
-					rec, err := e.reg.Manifest(ctx, repo, oci.Reference{Tag: tag})
-					if errors.Is(err, oci.ErrManifestUnknown) {
-						continue
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := pullImage(ctx, e, repo, tag); err != nil {
-						t.Fatalf("pull %s:%s after load: %v", repo, tag, err)
-					}
-					m, _ := oci.ParseManifest(rec.MediaType, rec.Payload, digest.SHA256)
-					for _, b := range m.Blobs() {
-						live[b.Digest] = true
-					}
-				}
-			}
-			return live
-		}
-		live := check()
-		// A final pass long after: only what tags reach survives.
-		res, err := gc.New(e.store, e.blobs, gc.Options{DeleteUntagged: true, Now: later(48 * time.Hour), Changed: e.reg.Invalidate}).Run(ctx)
+	})
+}
+
+// s3Env is an env over b's metadata store and an S3 blob store on m,
+// under prefix in its bucket.
+func s3Env(t *testing.T, m *miniotest.Server, b backend, prefix string) (*env, *s3.Store) {
+	t.Helper()
+	meta, store := b.open(t)
+	blobs, err := s3.New(context.Background(), s3.Options{Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: prefix,
+		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, PartSize: s3.MinPartSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{reg: registry.New(meta, blobs, registry.Options{}), store: store, meta: meta, blobs: blobs}, blobs
+}
+
+// bucketKeys lists the objects under prefix in the bucket.
+func bucketKeys(t *testing.T, blobs *s3.Store, bucket, prefix string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	p := awss3.NewListObjectsV2Paginator(blobs.Client(), &awss3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("final pass: %d manifests, %d blobs, %d objects", len(res.Manifests), len(res.Blobs), res.ObjectsGone)
-		if got := check(); len(got) != len(live) {
-			t.Fatalf("live blobs changed: %d -> %d", len(live), len(got))
+		for _, o := range page.Contents {
+			out[aws.ToString(o.Key)] = true
 		}
-		dbBlobs, err := e.store.BlobCandidates(ctx, time.Now().Add(time.Hour), 1000)
-		if err != nil || len(dbBlobs) != 0 {
-			t.Fatalf("unreferenced blobs left in the database: %v %v", dbBlobs, err)
-		}
-		files := 0
-		_ = filepath.Walk(filepath.Join(e.root, "blobs", "sha256"), func(p string, fi os.FileInfo, err error) error {
-			if err == nil && !fi.IsDir() {
-				files++
-				d := digest.NewDigestFromEncoded(digest.SHA256, fi.Name())
-				if !live[d] {
-					t.Errorf("unreferenced object left in storage: %s", d)
+	}
+	return out
+}
+
+// loadSize bounds underLoad: pushes per pusher, pulls per puller (at
+// most: pulls stop when the pushes are done), and the review delay.
+type loadSize struct {
+	pushes, pulls int
+	delay         time.Duration
+}
+
+// underLoad is TestUnderLoad on e; objects lists the blob objects in
+// its storage by key.
+func underLoad(t *testing.T, e *env, size loadSize, objects func(t *testing.T) map[string]bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const (
+		pushers = 3
+		pullers = 3
+	)
+	pushesEa, delay := size.pushes, size.delay
+	repos := []string{"load/a", "load/b"}
+	tags := []string{"t0", "t1", "t2"}
+	var (
+		wg                        sync.WaitGroup
+		pushDone                  atomic.Bool
+		pushes, pulls, retries, n atomic.Int64
+		failures                  = make(chan error, 100)
+	)
+	// Shared layer so blobs are also re-linked across images.
+	shared := "shared base layer"
+	for w := 0; w < pushers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := 0; i < pushesEa && ctx.Err() == nil; i++ {
+				repo, tag := repos[rng.IntN(len(repos))], tags[rng.IntN(len(tags))]
+				cfg := fmt.Sprintf(`{"n":%d}`, n.Add(1))
+				layer := fmt.Sprintf("layer %d %d", w, i)
+				for attempt := 0; ; attempt++ {
+					err := pushImage(ctx, e, repo, tag, cfg, layer, shared)
+					if err == nil {
+						pushes.Add(1)
+						break
+					}
+					// A blob collected between its upload and the manifest
+					// (slower than the review delay) is refused: push again.
+					if attempt < 5 && errors.Is(err, oci.ErrManifestBlobUnknown) {
+						retries.Add(1)
+						continue
+					}
+					failures <- fmt.Errorf("push %s:%s: %w", repo, tag, err)
+					return
 				}
 			}
-			return nil
-		})
-		if files != len(live) {
-			t.Fatalf("%d objects in storage, %d referenced", files, len(live))
+		}()
+	}
+	for w := 0; w < pullers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			for k := 0; k < size.pulls && !pushDone.Load() && ctx.Err() == nil; k++ {
+				repo, tag := repos[rng.IntN(len(repos))], tags[rng.IntN(len(tags))]
+				if err := pullImage(ctx, e, repo, tag); err != nil && !errors.Is(err, errRaced) {
+					failures <- fmt.Errorf("pull %s:%s: %w", repo, tag, err)
+					return
+				}
+				pulls.Add(1)
+			}
+		}()
+	}
+	passes := 0
+	gcDone := make(chan error, 1)
+	go func() {
+		col := gc.New(e.store, e.blobs, gc.Options{ReviewDelay: delay, DeleteUntagged: true, UntaggedAfter: delay, Changed: e.reg.Invalidate})
+		for !pushDone.Load() && ctx.Err() == nil {
+			if _, err := col.Run(ctx); err != nil {
+				gcDone <- err
+				return
+			}
+			passes++
+			time.Sleep(20 * time.Millisecond)
 		}
-		if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
-			t.Fatalf("pending deletions left: %v", p)
+		gcDone <- nil
+	}()
+	go func() { wg.Wait(); pushDone.Store(true) }()
+	if err := <-gcDone; err != nil {
+		t.Fatalf("gc: %v", err)
+	}
+	wg.Wait()
+	close(failures)
+	for err := range failures {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	t.Logf("%d pushes (%d retried), %d pulls, %d GC passes during load", pushes.Load(), retries.Load(), pulls.Load(), passes)
+	if passes < 2 {
+		t.Fatalf("only %d GC passes ran during the load", passes)
+	}
+	// Everything tagged pulls, verified.
+	check := func() map[digest.Digest]bool {
+		live := map[digest.Digest]bool{}
+		for _, repo := range repos {
+			for _, tag := range tags {
+				rec, err := e.reg.Manifest(ctx, repo, oci.Reference{Tag: tag})
+				if errors.Is(err, oci.ErrManifestUnknown) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := pullImage(ctx, e, repo, tag); err != nil {
+					t.Fatalf("pull %s:%s after load: %v", repo, tag, err)
+				}
+				m, _ := oci.ParseManifest(rec.MediaType, rec.Payload, digest.SHA256)
+				for _, b := range m.Blobs() {
+					live[b.Digest] = true
+				}
+			}
 		}
-	})
+		return live
+	}
+	live := check()
+	// A final pass long after: only what tags reach survives.
+	res, err := gc.New(e.store, e.blobs, gc.Options{DeleteUntagged: true, Now: later(48 * time.Hour), Changed: e.reg.Invalidate}).Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("final pass: %d manifests, %d blobs, %d objects", len(res.Manifests), len(res.Blobs), res.ObjectsGone)
+	if got := check(); len(got) != len(live) {
+		t.Fatalf("live blobs changed: %d -> %d", len(live), len(got))
+	}
+	dbBlobs, err := e.store.BlobCandidates(ctx, time.Now().Add(time.Hour), 1000)
+	if err != nil || len(dbBlobs) != 0 {
+		t.Fatalf("unreferenced blobs left in the database: %v %v", dbBlobs, err)
+	}
+	objs := objects(t)
+	for _, b := range res.Blobs {
+		if _, err := e.meta.Blob(ctx, b.Digest); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("collected %s still in the database: %v", b.Digest, err)
+		}
+		if b.Key == "" || objs[b.Key] {
+			t.Errorf("collected %s: object %q still in storage", b.Digest, b.Key)
+		}
+	}
+	liveKeys := map[string]bool{}
+	for d := range live {
+		info, err := e.meta.Blob(ctx, d)
+		if err != nil {
+			t.Fatalf("referenced %s: %v", d, err)
+		}
+		liveKeys[info.Key] = true
+		if !objs[info.Key] {
+			t.Errorf("referenced %s: object %s deleted", d, info.Key)
+		}
+	}
+	for k := range objs {
+		if !liveKeys[k] {
+			t.Errorf("unreferenced object left in storage: %s", k)
+		}
+	}
+	if len(objs) != len(live) {
+		t.Fatalf("%d objects in storage, %d referenced", len(objs), len(live))
+	}
+	if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
+		t.Fatalf("pending deletions left: %v", p)
+	}
 }
 
 var errRaced = errors.New("tag moved and old manifest collected while pulling")

@@ -53,10 +53,22 @@ func sqlitePath(cfg config.Config) string {
 	return filepath.Join(cfg.DataDir, "wharf.db")
 }
 
-// pendingMigrations lists what opening the store would apply.
+// pendingMigrations lists what opening the store would apply, reading
+// only (migrate --dry-run must change nothing): sqlstore.Pending creates
+// schema_migrations when it is missing, so it is asked only when the
+// table exists; without it (a database never migrated) all are pending.
 func pendingMigrations(ctx context.Context, cfg config.Config) ([]sqlstore.Migration, error) {
 	if cfg.Metadata.Driver == "postgres" {
-		return postgres.Pending(ctx, cfg.Metadata.Postgres.DSN)
+		all, err := postgres.Migrations()
+		if err != nil {
+			return nil, err
+		}
+		db, err := sql.Open("pgx", cfg.Metadata.Postgres.DSN)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		defer db.Close()
+		return pendingIn(ctx, db, all, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations' AND table_schema = current_schema()`)
 	}
 	all, err := sqlite.Migrations()
 	if err != nil {
@@ -71,6 +83,19 @@ func pendingMigrations(ctx context.Context, cfg config.Config) ([]sqlstore.Migra
 		return nil, err
 	}
 	defer db.Close()
+	return pendingIn(ctx, db, all, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`)
+}
+
+// pendingIn is sqlstore.Pending when exists (a count query) finds the
+// schema_migrations table, and all of them when it does not.
+func pendingIn(ctx context.Context, db *sql.DB, all []sqlstore.Migration, exists string) ([]sqlstore.Migration, error) {
+	var n int
+	if err := db.QueryRowContext(ctx, exists).Scan(&n); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return all, nil
+	}
 	return sqlstore.Pending(ctx, db, all)
 }
 
