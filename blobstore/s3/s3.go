@@ -145,7 +145,7 @@ type Store struct {
 	// buffer reallocated is garbage that raises the heap goal, so a long
 	// upload's peak RSS crept up with the blob size.
 	bufs chan *[]byte
-	now      func() time.Time
+	now  func() time.Time
 }
 
 var (
