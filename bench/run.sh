@@ -13,6 +13,8 @@
 #   BENCH_LARGE=1G       size of the single-blob push measured for MiB/s
 #   BENCH_RSS_SMALL=256M, BENCH_RSS_LARGE=2G   single-blob pushes for the flat-RSS check
 #   BENCH_SKIP_RSS=1     skip those two pushes
+#   BENCH_ONLY=a,b       run only these scenario labels (manifest-get, manifest-head,
+#                        tags-list, blob-get, push-small, push-large, push-256M, push-2G)
 #   BENCH_KEEP=1         keep the temp dir (data, logs, raw JSON) for inspection
 #   BENCH_OUT=path       where to write the markdown (default bench/results-latest.md)
 set -euo pipefail
@@ -117,6 +119,9 @@ done
 scenario() {
 	local label=$1 name=$2
 	shift 2
+	if [[ -n ${BENCH_ONLY:-} && ",$BENCH_ONLY," != *",$label,"* ]]; then
+		return 0
+	fi
 	for s in wharf dist; do
 		log "$s: $label"
 		kill -0 "${PID[$s]}" 2>/dev/null || { log "$s (pid ${PID[$s]}) is not running"; exit 1; }
