@@ -2,8 +2,8 @@
 // references, never by listing storage, and runs while the registry
 // serves pushes and pulls.
 //
-// The model (after GitLab's container registry: review delays and
-// re-checks under lock):
+// The model (after GitLab's container registry: review queues fed on every
+// change, review delays, re-checks under lock):
 //
 //   - A blob is garbage when no manifest references it (manifest_blobs)
 //     and it was neither created nor touched — an upload finishing or a
@@ -11,7 +11,16 @@
 //     repositories alone (a blob pushed whose manifest never came) do not
 //     keep it past the delay; the delay is what keeps a blob uploaded just
 //     before its manifest.
-//   - Mark: for each batch of candidates (Batch, 500) one transaction
+//   - Review queues, not scans: every change that can make garbage queues
+//     what it may have freed, in its own transaction (sqlstore): an upload
+//     or mount queues its blob, a manifest deletion its blobs, children and
+//     referrers, a push by digest or a tag moved or deleted the manifest
+//     left untagged. A pass reads only the entries due (their delay has
+//     passed), so its cost follows what changed, not how much is stored.
+//     An entry says "look at this", never "delete this": each review
+//     re-checks, and removes the entry whether or not it collects (a blob
+//     found referenced is queued again when it loses that reference).
+//   - Mark: for each batch of due entries (Batch, 500) one transaction
 //     locks the blobs' rows (skipping rows a writer holds), re-checks that
 //     they are still garbage, deletes their database rows and queues their
 //     storage keys, and commits. A manifest PUT or mount of the
@@ -26,8 +35,8 @@
 //     upload touched meanwhile, is finished by a later pass.
 //   - Untagged manifests (gc.untagged: delete) older than untagged_after,
 //     which no tag, no index and no live subject keep, are deleted the
-//     same way, before blobs, so their blobs go in the same pass when old
-//     enough.
+//     same way, before blobs; a deleted manifest's blobs are queued with
+//     their own age, so they go in the same pass when old enough.
 package gc
 
 import (
@@ -47,7 +56,7 @@ import (
 // and PostgreSQL) implements it.
 type Store interface {
 	BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error)
-	BlobCandidatesAfter(ctx context.Context, before time.Time, after digest.Digest, limit int) ([]digest.Digest, error)
+	BlobCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.QueuedBlob, limit int) ([]sqlstore.QueuedBlob, error)
 	CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error)
 	CollectBlobs(ctx context.Context, ds []digest.Digest, before time.Time) ([]registry.BlobInfo, error)
 	PendingBlobDeletions(ctx context.Context, limit int) ([]sqlstore.PendingDeletion, error)
@@ -55,7 +64,7 @@ type Store interface {
 	FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error)
 	FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (int, error)
 	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
-	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.ManifestRef, limit int) ([]sqlstore.ManifestRef, error)
+	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.QueuedManifest, limit int) ([]sqlstore.QueuedManifest, error)
 	BlobsFreedBy(ctx context.Context, refs []sqlstore.ManifestRef, before time.Time) ([]digest.Digest, error)
 	CollectManifest(ctx context.Context, ref sqlstore.ManifestRef, before time.Time) (bool, error)
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -102,7 +111,11 @@ type Result struct {
 	Bytes        int64
 	ObjectsGone  int // storage objects deleted
 	ReviewsFreed int64
-	Duration     time.Duration
+	// Reviewed counts the queue entries the pass looked at (blobs and
+	// manifests, a manifest again in each round that reaches it): what a
+	// pass costs, which follows what changed since the last one.
+	Reviewed int
+	Duration time.Duration
 }
 
 // Collector runs collection passes.
@@ -165,7 +178,7 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 	// that goes on deleted something, and MaxPerPass bounds the total).
 	for len(res.Manifests) < c.opts.MaxPerPass {
 		n := 0
-		var after sqlstore.ManifestRef
+		var after sqlstore.QueuedManifest
 		for len(res.Manifests) < c.opts.MaxPerPass {
 			cands, err := c.store.UntaggedCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Manifests)))
 			if err != nil {
@@ -175,11 +188,17 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 				break
 			}
 			after = cands[len(cands)-1]
+			res.Reviewed += len(cands)
 			if c.opts.DryRun {
-				res.Manifests = append(res.Manifests, cands...)
+				for _, e := range cands {
+					if e.Garbage {
+						res.Manifests = append(res.Manifests, e.ManifestRef)
+					}
+				}
 				continue
 			}
-			for _, ref := range cands {
+			for _, e := range cands {
+				ref := e.ManifestRef
 				ok, err := c.store.CollectManifest(ctx, ref, before)
 				if err != nil {
 					return fmt.Errorf("gc: manifest %s@%s: %w", ref.Repo, ref.Digest, err)
@@ -202,10 +221,11 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 
 func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) error {
 	before := now.Add(-c.opts.ReviewDelay)
-	// Mark: one pass through the candidates in digest order, a batch per
-	// transaction. The cursor moves past every candidate, collected or
-	// not, so the pass ends.
-	var after digest.Digest
+	// Mark: one pass through the due queue entries in queue order, a
+	// batch per transaction. The cursor moves past every entry, collected
+	// or not (a review removes it or moves it past the cut-off), so the
+	// pass ends.
+	var after sqlstore.QueuedBlob
 	for len(res.Blobs) < c.opts.MaxPerPass {
 		cands, err := c.store.BlobCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Blobs)))
 		if err != nil {
@@ -215,15 +235,23 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 			break
 		}
 		after = cands[len(cands)-1]
-		if c.opts.DryRun {
-			for _, d := range cands {
-				res.Blobs = append(res.Blobs, registry.BlobInfo{Digest: d})
+		res.Reviewed += len(cands)
+		ds := make([]digest.Digest, 0, len(cands))
+		for _, e := range cands {
+			if c.opts.DryRun {
+				if e.Garbage {
+					res.Blobs = append(res.Blobs, registry.BlobInfo{Digest: e.Digest})
+				}
+				continue
 			}
+			ds = append(ds, e.Digest)
+		}
+		if c.opts.DryRun {
 			continue
 		}
-		got, err := c.store.CollectBlobs(ctx, cands, before)
+		got, err := c.store.CollectBlobs(ctx, ds, before)
 		if err != nil {
-			return fmt.Errorf("gc: blobs %s..%s: %w", cands[0], after, err)
+			return fmt.Errorf("gc: blobs %s..%s: %w", cands[0].Digest, after.Digest, err)
 		}
 		for _, info := range got {
 			res.Blobs = append(res.Blobs, info)
@@ -390,7 +418,7 @@ func (w *Worker) Run(ctx context.Context) {
 				}
 				if len(res.Blobs)+len(res.Manifests)+res.ObjectsGone > 0 || err != nil {
 					log.Info("garbage collection pass", "manifests", len(res.Manifests), "blobs", len(res.Blobs),
-						"bytes", res.Bytes, "objects_deleted", res.ObjectsGone, "duration", res.Duration)
+						"bytes", res.Bytes, "objects_deleted", res.ObjectsGone, "reviewed", res.Reviewed, "duration", res.Duration)
 				}
 			}
 		})

@@ -241,8 +241,8 @@ an index are found by the next pass).`,
 			for _, b := range res.Blobs {
 				fmt.Fprintf(out, "%s blob %s\n", verb, b.Digest)
 			}
-			fmt.Fprintf(out, "%s %d manifests, %d blobs (%d bytes); %d storage objects deleted in %s\n",
-				verb, len(res.Manifests), len(res.Blobs), res.Bytes, res.ObjectsGone, res.Duration.Round(time.Millisecond))
+			fmt.Fprintf(out, "%s %d manifests, %d blobs (%d bytes); %d storage objects deleted in %s; %d queue entries reviewed\n",
+				verb, len(res.Manifests), len(res.Blobs), res.Bytes, res.ObjectsGone, res.Duration.Round(time.Millisecond), res.Reviewed)
 			return err
 		},
 	}

@@ -349,3 +349,120 @@ func TestGCCommand(t *testing.T) {
 		})
 	}
 }
+
+// TestMigrateQueuesExistingGarbage: a database at the schema before the
+// review queues (0002) holding an unreferenced blob and an untagged
+// manifest. wharf migrate queues them (0003), and wharf gc, which reads
+// only the queues, then collects them from the database and from storage
+// and leaves the tagged image whole.
+func TestMigrateQueuesExistingGarbage(t *testing.T) {
+	for _, b := range metaBackends(t, "gc:\n  review_delay: 1ms\n  untagged: delete\n  untagged_after: 1ms\n") {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			all, err := b.migrations()
+			if err != nil {
+				t.Fatal(err)
+			}
+			v2 := slices.IndexFunc(all, func(m sqlstore.Migration) bool { return m.Version > 2 })
+			if v2 < 0 {
+				t.Fatalf("no migration after 0002 in %d", len(all))
+			}
+			db := b.sqlDB(t)
+			if _, err := sqlstore.Migrate(ctx, db, all[:v2], b.dialect); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := config.Load(b.config, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := blobRootOf(cfg)
+			exec := func(q string, args ...any) {
+				t.Helper()
+				if b.dialect.Numbered {
+					for i := 1; strings.Contains(q, "?"); i++ {
+						q = strings.Replace(q, "?", fmt.Sprintf("$%d", i), 1)
+					}
+				}
+				if _, err := db.ExecContext(ctx, q, args...); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			old := time.Now().Add(-time.Hour).UnixNano()
+			exec(`INSERT INTO repositories (name, created_at) VALUES (?, ?)`, "team/app", old)
+			blob := func(s string) digest.Digest {
+				d := digest.FromString(s)
+				key := filesystem.Key(d)
+				p := filepath.Join(root, filepath.FromSlash(key))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				exec(`INSERT INTO blobs (digest, size, storage_key, created_at) VALUES (?, ?, ?, ?)`, string(d), len(s), key, old)
+				exec(`INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?)`, "team/app", string(d), old)
+				return d
+			}
+			manifest := func(payload, tag string, blobs ...digest.Digest) digest.Digest {
+				d := digest.FromString(payload)
+				exec(`INSERT INTO manifests (repo, digest, media_type, payload, size, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+					"team/app", string(d), oci.MediaTypeOCIManifest, []byte(payload), len(payload), old)
+				for _, bd := range blobs {
+					exec(`INSERT INTO manifest_blobs (repo, manifest_digest, blob_digest) VALUES (?, ?, ?)`, "team/app", string(d), string(bd))
+				}
+				if tag != "" {
+					exec(`INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)`, "team/app", tag, string(d), old)
+				}
+				return d
+			}
+			kept := blob("kept layer")
+			orphan := blob("orphan: uploaded, never referenced")
+			untaggedLayer := blob("untagged layer")
+			keptM := manifest(`{"kept":1}`, "v1", kept)
+			untaggedM := manifest(`{"untagged":1}`, "", untaggedLayer)
+
+			out, err := runCmd(t, "migrate", "-c", b.config)
+			if err != nil || !strings.Contains(out, "applying "+all[v2].Name) {
+				t.Fatalf("migrate: %v\n%s", err, out)
+			}
+			time.Sleep(20 * time.Millisecond) // past the 1ms delays
+			out, err = runCmd(t, "gc", "-c", b.config)
+			if err != nil {
+				t.Fatalf("gc: %v\n%s", err, out)
+			}
+			for _, w := range []string{"deleted manifest team/app@" + string(untaggedM), "deleted blob " + string(orphan), "deleted blob " + string(untaggedLayer), "deleted 1 manifests, 2 blobs"} {
+				if !strings.Contains(out, w) {
+					t.Fatalf("gc output lacks %q:\n%s", w, out)
+				}
+			}
+			rows := func(q string) []string {
+				t.Helper()
+				r, err := db.QueryContext(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				var got []string
+				for r.Next() {
+					var s string
+					if err := r.Scan(&s); err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, s)
+				}
+				return got
+			}
+			if got := rows(`SELECT digest FROM blobs`); !slices.Equal(got, []string{string(kept)}) {
+				t.Fatalf("blobs left %v, want %s", got, kept)
+			}
+			if got := rows(`SELECT digest FROM manifests`); !slices.Equal(got, []string{string(keptM)}) {
+				t.Fatalf("manifests left %v, want %s", got, keptM)
+			}
+			for d, want := range map[digest.Digest]bool{kept: true, orphan: false, untaggedLayer: false} {
+				if _, err := os.Stat(filepath.Join(root, filesystem.Key(d))); (err == nil) != want {
+					t.Fatalf("object of %s: exists %v, want %v", d, err == nil, want)
+				}
+			}
+		})
+	}
+}

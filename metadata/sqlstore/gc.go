@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -21,10 +22,17 @@ import (
 // blob rows FOR SHARE, TouchBlob the gc_blob_reviews row), so a reference
 // added meanwhile either commits first and is seen, or waits and then
 // finds the blob gone.
+//
+// Candidates come from review queues (gc_blob_queue, gc_manifest_queue,
+// migration 0003) that the writes in this package feed in their own
+// transactions; nothing here scans all blobs or manifests except
+// UnreferencedBlobs, an audit.
 
 var _ registry.BlobToucher = (*Store)(nil)
 
-// TouchBlob implements registry.BlobToucher.
+// TouchBlob implements registry.BlobToucher. It leaves the review queue
+// alone: the CommitUpload or LinkBlob that follows a touch queues the blob
+// with a later review time, and a review re-checks the touch anyway.
 func (s *Store) TouchBlob(ctx context.Context, d digest.Digest) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_reviews (digest, touched_at) VALUES (?, ?)
@@ -33,9 +41,120 @@ func (s *Store) TouchBlob(ctx context.Context, d digest.Digest) error {
 	})
 }
 
-// BlobCandidates lists up to limit blobs that no manifest references and
-// that were neither created nor touched (uploaded, mounted) since before.
+// The review queues (gc_blob_queue, gc_manifest_queue) are fed by every
+// change that can make garbage, in the change's own transaction, so a
+// pass looks only at what changed. Upserts keep one entry per blob or
+// manifest, with the later review time.
+const (
+	blobQueueUpsert     = ` ON CONFLICT (digest) DO UPDATE SET review_from = excluded.review_from WHERE excluded.review_from > gc_blob_queue.review_from`
+	manifestQueueUpsert = ` ON CONFLICT (repo, digest) DO UPDATE SET review_from = excluded.review_from WHERE excluded.review_from > gc_manifest_queue.review_from`
+)
+
+// queueBlob queues d for review, its review delay counting from at.
+func (s *Store) queueBlob(ctx context.Context, tx *sql.Tx, d digest.Digest, at int64) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_queue (digest, review_from) VALUES (?, ?)`+blobQueueUpsert), string(d), at)
+	return err
+}
+
+// queueManifest queues the manifest repo@d, if it exists, for an untagged
+// review; the delay (gc.untagged_after) counts from its creation.
+func (s *Store) queueManifest(ctx context.Context, tx *sql.Tx, repo, d string) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_manifest_queue (repo, digest, review_from)
+		SELECT m.repo, m.digest, m.created_at FROM manifests m WHERE m.repo = ? AND m.digest = ?`+manifestQueueUpsert), repo, d)
+	return err
+}
+
+// queueFreedBy queues what deleting the manifest repo@d may leave
+// garbage: the blobs it references (their delay counting from their
+// creation, as if no manifest had ever referenced them, so a pass that
+// deletes a manifest collects its old blobs too), the manifests it lists
+// (an index's children) and its referrers. It runs before the manifest's
+// reference rows are deleted.
+func (s *Store) queueFreedBy(ctx context.Context, tx *sql.Tx, repo, d string) error {
+	for _, q := range []string{
+		`INSERT INTO gc_blob_queue (digest, review_from)
+			SELECT b.digest, b.created_at FROM blobs b
+			WHERE b.digest IN (SELECT mb.blob_digest FROM manifest_blobs mb WHERE mb.repo = ? AND mb.manifest_digest = ?)` + blobQueueUpsert,
+		`INSERT INTO gc_manifest_queue (repo, digest, review_from)
+			SELECT m.repo, m.digest, m.created_at FROM manifests m
+			WHERE m.repo = ? AND m.digest IN (SELECT c.child_digest FROM manifest_children c WHERE c.repo = m.repo AND c.parent_digest = ?)` + manifestQueueUpsert,
+		`INSERT INTO gc_manifest_queue (repo, digest, review_from)
+			SELECT m.repo, m.digest, m.created_at FROM manifests m WHERE m.repo = ? AND m.subject = ?` + manifestQueueUpsert,
+	} {
+		if _, err := tx.ExecContext(ctx, s.q(q), repo, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// QueuedBlob is an entry of the blob review queue.
+type QueuedBlob struct {
+	Digest digest.Digest
+	// ReviewFrom (Unix nanoseconds) is when the review delay started
+	// counting; with Digest, the queue's order and a pass's cursor.
+	ReviewFrom int64
+	// Garbage: when listed, the blob looked collectable (no manifest
+	// references it, created and touched before the cut-off). Only a
+	// review under lock decides; a dry run lists these.
+	Garbage bool
+}
+
+// blobGarbage is 1 when the queued blob q looks collectable at cut-off ?.
+const blobGarbage = `CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.digest = q.digest AND b.created_at < ?)
+		AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = q.digest)
+		AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = q.digest AND r.touched_at >= ?) THEN 1 ELSE 0 END`
+
+// BlobCandidatesAfter lists up to limit blob queue entries due for review
+// (review delay counting from before them), after the entry after (the
+// zero QueuedBlob starts from the beginning), in (ReviewFrom, Digest)
+// order. It reads the queue's index only, so its cost follows what
+// changed, not how many blobs there are. A pass pages through with it and
+// hands every entry to CollectBlobs, which removes it or moves it later,
+// so each is visited once.
+func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after QueuedBlob, limit int) ([]QueuedBlob, error) {
+	b := before.UnixNano()
+	query := `SELECT q.digest, q.review_from, ` + blobGarbage + ` FROM gc_blob_queue q WHERE q.review_from < ?`
+	args := []any{b, b, b}
+	if after.Digest != "" {
+		query += ` AND (q.review_from, q.digest) > (?, ?)`
+		args = append(args, after.ReviewFrom, string(after.Digest))
+	}
+	rows, err := s.read.QueryContext(ctx, s.q(query+` ORDER BY q.review_from, q.digest LIMIT ?`), append(args, limit)...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []QueuedBlob
+	for rows.Next() {
+		var e QueuedBlob
+		var d string
+		var garbage int
+		if err := rows.Scan(&d, &e.ReviewFrom, &garbage); err != nil {
+			return nil, err
+		}
+		e.Digest, e.Garbage = digest.Digest(d), garbage != 0
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// BlobCandidates lists up to limit queued blobs due for review that look
+// collectable (QueuedBlob.Garbage).
 func (s *Store) BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error) {
+	b := before.UnixNano()
+	rows, err := s.read.QueryContext(ctx, s.q(`SELECT q.digest FROM gc_blob_queue q WHERE q.review_from < ? AND `+blobGarbage+` = 1
+		ORDER BY q.review_from, q.digest LIMIT ?`), b, b, b, limit)
+	if err != nil {
+		return nil, err
+	}
+	return digests(rows)
+}
+
+// UnreferencedBlobs scans every blob for those no manifest references,
+// created and untouched before before: an audit of the queue (what a
+// pass would miss if a change had not fed it), never used by a pass.
+func (s *Store) UnreferencedBlobs(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error) {
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT b.digest FROM blobs b
 		WHERE b.created_at < ?
 		AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
@@ -54,21 +173,6 @@ func digests(rows *sql.Rows) ([]digest.Digest, error) {
 		out[i] = digest.Digest(s)
 	}
 	return out, err
-}
-
-// BlobCandidatesAfter is BlobCandidates from the digest after on (after
-// excluded; "" from the start), in digest order: a pass pages through the
-// candidates with it, so it visits each once whatever it decides about them.
-func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after digest.Digest, limit int) ([]digest.Digest, error) {
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT b.digest FROM blobs b
-		WHERE b.digest > ? AND b.created_at < ?
-		AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
-		AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = b.digest AND r.touched_at >= ?)
-		ORDER BY b.digest LIMIT ?`), string(after), before.UnixNano(), before.UnixNano(), limit)
-	if err != nil {
-		return nil, err
-	}
-	return digests(rows)
 }
 
 // inList returns "?, ?, ..." for n values.
@@ -118,11 +222,17 @@ func (s *Store) CollectBlob(ctx context.Context, d digest.Digest, before time.Ti
 }
 
 // CollectBlobs is CollectBlob for a batch, in one transaction with a fixed
-// number of statements: it locks the review rows and then the blob rows of
-// ds (skipping rows other transactions hold), re-checks after taking the
-// locks that each blob is still unreferenced, untouched and created before
-// before, deletes those blobs' rows and links and queues their storage
-// keys, and commits. It returns the blobs removed.
+// number of statements: it locks the queue entries, the review rows and
+// then the blob rows of ds (skipping rows other transactions hold),
+// re-checks after taking the locks that each blob is still unreferenced,
+// untouched and created before before, deletes those blobs' rows and links
+// and queues their storage keys, and commits. It returns the blobs removed.
+//
+// It also settles the queue entries it locked: an entry goes when its blob
+// was collected, is referenced (losing that reference queues it again) or
+// is gone; it moves to the blob's last touch or creation when that is too
+// recent; it stays as it is when a writer holds the blob (a later pass
+// looks again). An entry a writer holds is left to that writer.
 func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before time.Time) (out []registry.BlobInfo, err error) {
 	all := sortedUnique(ds)
 	if len(all) == 0 {
@@ -132,11 +242,35 @@ func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before tim
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		out = nil
 		// Review rows exist, so there is a row for TouchBlob to wait on.
+		// (First, while this transaction holds no lock: it may wait.)
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_reviews (digest, touched_at) VALUES `+
 			strings.TrimSuffix(strings.Repeat("(?, 0), ", len(all)), ", ")+` ON CONFLICT (digest) DO NOTHING`), anys(all)...); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
+		// Queue entries this review may settle. Locked, a writer that
+		// queues the blob again meanwhile (a manifest deletion, an upload)
+		// waits and queues it anew after this commits.
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, review_from FROM gc_blob_queue
+			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked()), anys(all)...)
+		if err != nil {
+			return err
+		}
+		queued := map[string]int64{}
+		for rows.Next() {
+			var d string
+			var from int64
+			if err := rows.Scan(&d, &from); err != nil {
+				rows.Close()
+				return err
+			}
+			queued[d] = from
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		later := map[string]int64{} // queued, not due yet: review from then
+		rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
 			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked()), anys(all)...)
 		if err != nil {
 			return err
@@ -154,83 +288,148 @@ func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before tim
 			if touched < b {
 				pending[d] = key
 				untouched = append(untouched, d)
+			} else {
+				later[d] = touched
 			}
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil || len(untouched) == 0 {
-			return err
-		}
-		rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, size, storage_key, created_at FROM blobs
-			WHERE digest IN (`+inList(len(untouched))+`) ORDER BY digest`+s.skipLocked()), anys(untouched)...)
-		if err != nil {
+		if err := rows.Err(); err != nil {
 			return err
 		}
 		cands := map[string]registry.BlobInfo{}
 		var keys []string
-		for rows.Next() {
-			var d string
-			var created int64
-			var info registry.BlobInfo
-			if err := rows.Scan(&d, &info.Size, &info.Key, &created); err != nil {
-				rows.Close()
+		locked := map[string]bool{}
+		if len(untouched) > 0 {
+			rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, size, storage_key, created_at FROM blobs
+				WHERE digest IN (`+inList(len(untouched))+`) ORDER BY digest`+s.skipLocked()), anys(untouched)...)
+			if err != nil {
 				return err
 			}
-			if created >= b {
-				continue
+			for rows.Next() {
+				var d string
+				var created int64
+				var info registry.BlobInfo
+				if err := rows.Scan(&d, &info.Size, &info.Key, &created); err != nil {
+					rows.Close()
+					return err
+				}
+				locked[d] = true
+				if created >= b {
+					later[d] = max(later[d], created)
+					continue
+				}
+				if p := pending[d]; p.Valid && p.String != info.Key {
+					// An older object of this digest is still queued for
+					// deletion: a later pass collects this one once that is done.
+					continue
+				}
+				info.Digest = digest.Digest(d)
+				cands[d] = info
+				keys = append(keys, d)
 			}
-			if p := pending[d]; p.Valid && p.String != info.Key {
-				// An older object of this digest is still queued for
-				// deletion: a later pass collects this one once that is done.
-				continue
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
 			}
-			info.Digest = digest.Digest(d)
-			cands[d] = info
-			keys = append(keys, d)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil || len(keys) == 0 {
-			return err
+		drop := map[string]bool{}
+		// Queued, untouched blobs whose row was not locked: gone (the
+		// entry goes), or held by a writer (it stays).
+		var unlocked []string
+		for _, d := range untouched {
+			if _, ok := queued[d]; ok && !locked[d] {
+				unlocked = append(unlocked, d)
+				drop[d] = true
+			}
 		}
-		// References, read after the locks: a manifest PUT that locked a
-		// blob before us has committed and is seen here; one after us
-		// waits and then finds the blob gone.
-		rows, err = tx.QueryContext(ctx, s.q(`SELECT DISTINCT blob_digest FROM manifest_blobs WHERE blob_digest IN (`+inList(len(keys))+`)`), anys(keys)...)
-		if err != nil {
-			return err
+		if len(unlocked) > 0 {
+			rows, err := tx.QueryContext(ctx, s.q(`SELECT digest FROM blobs WHERE digest IN (`+inList(len(unlocked))+`)`), anys(unlocked)...)
+			if err != nil {
+				return err
+			}
+			held, err := scanStrings(rows)
+			if err != nil {
+				return err
+			}
+			for _, d := range held {
+				delete(drop, d)
+			}
 		}
-		refs, err := scanStrings(rows)
-		if err != nil {
-			return err
+		if len(keys) > 0 {
+			// References, read after the locks: a manifest PUT that locked a
+			// blob before us has committed and is seen here; one after us
+			// waits and then finds the blob gone.
+			rows, err = tx.QueryContext(ctx, s.q(`SELECT DISTINCT blob_digest FROM manifest_blobs WHERE blob_digest IN (`+inList(len(keys))+`)`), anys(keys)...)
+			if err != nil {
+				return err
+			}
+			refs, err := scanStrings(rows)
+			if err != nil {
+				return err
+			}
+			for _, d := range refs {
+				delete(cands, d)
+				drop[d] = true
+			}
 		}
-		for _, d := range refs {
-			delete(cands, d)
-		}
-		if len(cands) == 0 {
-			return nil
-		}
-		final := make([]string, 0, len(cands))
+		var final []string
 		for _, d := range keys {
 			if _, ok := cands[d]; ok {
 				final = append(final, d)
 				out = append(out, cands[d])
+				drop[d] = true
 			}
 		}
-		in := inList(len(final))
-		for _, q := range []string{
-			`UPDATE gc_blob_reviews SET deleting_key = (SELECT b.storage_key FROM blobs b WHERE b.digest = gc_blob_reviews.digest) WHERE digest IN (` + in + `)`,
-			`DELETE FROM repository_blobs WHERE digest IN (` + in + `)`,
-			`DELETE FROM blobs WHERE digest IN (` + in + `)`,
-		} {
-			if _, err := tx.ExecContext(ctx, s.q(q), anys(final)...); err != nil {
-				return err
+		if len(final) > 0 {
+			in := inList(len(final))
+			for _, q := range []string{
+				`UPDATE gc_blob_reviews SET deleting_key = (SELECT b.storage_key FROM blobs b WHERE b.digest = gc_blob_reviews.digest) WHERE digest IN (` + in + `)`,
+				`DELETE FROM repository_blobs WHERE digest IN (` + in + `)`,
+				`DELETE FROM blobs WHERE digest IN (` + in + `)`,
+			} {
+				if _, err := tx.ExecContext(ctx, s.q(q), anys(final)...); err != nil {
+					return err
+				}
 			}
 		}
-		return nil
+		return s.settleBlobQueue(ctx, tx, queued, drop, later)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// settleBlobQueue applies a review to the queue entries it locked
+// (queued): the entries in drop go, those in later move to that time.
+func (s *Store) settleBlobQueue(ctx context.Context, tx *sql.Tx, queued map[string]int64, drop map[string]bool, later map[string]int64) error {
+	var gone []string
+	var moveCase strings.Builder
+	var moveArgs []any
+	var moved []string
+	for d, from := range queued {
+		switch t, ok := later[d]; {
+		case drop[d]:
+			gone = append(gone, d)
+		case ok && t > from:
+			moveCase.WriteString(` WHEN ? THEN CAST(? AS BIGINT)`)
+			moveArgs = append(moveArgs, d, t)
+			moved = append(moved, d)
+		}
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM gc_blob_queue WHERE digest IN (`+inList(len(gone))+`)`), anys(gone)...); err != nil {
+			return err
+		}
+	}
+	if len(moved) > 0 {
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE gc_blob_queue SET review_from = CASE digest`+moveCase.String()+` ELSE review_from END
+			WHERE digest IN (`+inList(len(moved))+`)`), append(moveArgs, anys(moved)...)...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PendingDeletion is a storage object the database no longer references.
@@ -415,25 +614,47 @@ const untaggedWhere = `m.created_at < ?
 		AND NOT EXISTS (SELECT 1 FROM manifest_children c WHERE c.repo = m.repo AND c.child_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject))`
 
-// UntaggedCandidatesAfter lists up to limit manifests that gc.untagged:
-// delete would remove, after the manifest after (excluded; the zero
-// ManifestRef starts from the beginning), in (repo, digest) order.
-func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, after ManifestRef, limit int) ([]ManifestRef, error) {
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT m.repo, m.digest FROM manifests m WHERE (m.repo > ? OR (m.repo = ? AND m.digest > ?)) AND `+untaggedWhere+` ORDER BY m.repo, m.digest LIMIT ?`),
-		after.Repo, after.Repo, string(after.Digest), before.UnixNano(), limit)
+// QueuedManifest is an entry of the manifest review queue.
+type QueuedManifest struct {
+	ManifestRef
+	// ReviewFrom (Unix nanoseconds) is the manifest's creation, which
+	// gc.untagged_after counts from; with the ref, the queue's order.
+	ReviewFrom int64
+	// Garbage: when listed, the manifest looked collectable (untagged,
+	// old enough, kept by no index and no live subject). Only a review
+	// under lock decides; a dry run lists these.
+	Garbage bool
+}
+
+// UntaggedCandidatesAfter lists up to limit manifest queue entries due for
+// review (created before before), after the entry after (the zero
+// QueuedManifest starts from the beginning), in (ReviewFrom, Repo, Digest)
+// order. A pass hands each to CollectManifest, which removes it.
+func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, after QueuedManifest, limit int) ([]QueuedManifest, error) {
+	b := before.UnixNano()
+	query := `SELECT q.repo, q.digest, q.review_from,
+		CASE WHEN EXISTS (SELECT 1 FROM manifests m WHERE m.repo = q.repo AND m.digest = q.digest AND ` + untaggedWhere + `) THEN 1 ELSE 0 END
+		FROM gc_manifest_queue q WHERE q.review_from < ?`
+	args := []any{b, b}
+	if after.Repo != "" || after.Digest != "" {
+		query += ` AND (q.review_from, q.repo, q.digest) > (?, ?, ?)`
+		args = append(args, after.ReviewFrom, after.Repo, string(after.Digest))
+	}
+	rows, err := s.read.QueryContext(ctx, s.q(query+` ORDER BY q.review_from, q.repo, q.digest LIMIT ?`), append(args, limit)...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []ManifestRef
+	var out []QueuedManifest
 	for rows.Next() {
-		var r ManifestRef
+		var e QueuedManifest
 		var d string
-		if err := rows.Scan(&r.Repo, &d); err != nil {
+		var garbage int
+		if err := rows.Scan(&e.Repo, &d, &e.ReviewFrom, &garbage); err != nil {
 			return nil, err
 		}
-		r.Digest = digest.Digest(d)
-		out = append(out, r)
+		e.Digest, e.Garbage = digest.Digest(d), garbage != 0
+		out = append(out, e)
 	}
 	return out, rows.Err()
 }
@@ -516,28 +737,58 @@ func (s *Store) BlobsFreedBy(ctx context.Context, refs []ManifestRef, before tim
 }
 
 // CollectManifest deletes an untagged manifest if, under lock, it still
-// qualifies. It reports whether it did.
+// qualifies, queueing what that may free (queueFreedBy). It reports
+// whether it did. It settles ref's queue entry when no writer holds it:
+// the entry goes unless the manifest is untagged and unkept but younger
+// than before (then a later pass looks again); a manifest tagged, or kept
+// by an index or a subject, is queued again when that changes.
 func (s *Store) CollectManifest(ctx context.Context, ref ManifestRef, before time.Time) (collected bool, err error) {
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		collected = false
-		if _, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`+s.forUpdate(), ref.Repo, string(ref.Digest)); err != nil {
+		exists, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`+s.forUpdate(), ref.Repo, string(ref.Digest))
+		if err != nil {
 			return err
 		}
-		ok, err := s.exists(ctx, tx, `SELECT 1 FROM manifests m WHERE m.repo = ? AND m.digest = ? AND `+untaggedWhere, ref.Repo, string(ref.Digest), before.UnixNano())
-		if err != nil || !ok {
+		// The entry after the manifest row (the order writers lock them in).
+		queued, err := s.exists(ctx, tx, `SELECT 1 FROM gc_manifest_queue WHERE repo = ? AND digest = ?`+s.skipLocked(), ref.Repo, string(ref.Digest))
+		if err != nil {
 			return err
 		}
-		for _, q := range []string{
-			`DELETE FROM manifests WHERE repo = ? AND digest = ?`,
-			`DELETE FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?`,
-			`DELETE FROM manifest_children WHERE repo = ? AND parent_digest = ?`,
-		} {
-			if _, err := tx.ExecContext(ctx, s.q(q), ref.Repo, string(ref.Digest)); err != nil {
+		keep := false
+		if exists {
+			ok, err := s.exists(ctx, tx, `SELECT 1 FROM manifests m WHERE m.repo = ? AND m.digest = ? AND `+untaggedWhere, ref.Repo, string(ref.Digest), before.UnixNano())
+			if err != nil {
 				return err
 			}
+			if ok {
+				if err := s.queueFreedBy(ctx, tx, ref.Repo, string(ref.Digest)); err != nil {
+					return err
+				}
+				for _, q := range []string{
+					`DELETE FROM manifests WHERE repo = ? AND digest = ?`,
+					`DELETE FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?`,
+					`DELETE FROM manifest_children WHERE repo = ? AND parent_digest = ?`,
+				} {
+					if _, err := tx.ExecContext(ctx, s.q(q), ref.Repo, string(ref.Digest)); err != nil {
+						return err
+					}
+				}
+				collected = true
+				if err := s.changed(ctx, tx, ref.Repo); err != nil {
+					return err
+				}
+			} else {
+				// Untagged and unkept, only too young?
+				keep, err = s.exists(ctx, tx, `SELECT 1 FROM manifests m WHERE m.repo = ? AND m.digest = ? AND `+untaggedWhere, ref.Repo, string(ref.Digest), int64(math.MaxInt64))
+				if err != nil {
+					return err
+				}
+			}
 		}
-		collected = true
-		return s.changed(ctx, tx, ref.Repo)
+		if queued && !keep {
+			_, err = tx.ExecContext(ctx, s.q(`DELETE FROM gc_manifest_queue WHERE repo = ? AND digest = ?`), ref.Repo, string(ref.Digest))
+		}
+		return err
 	})
 	return collected, err
 }

@@ -274,6 +274,11 @@ func (s *Store) CommitUpload(ctx context.Context, uploadID string, info registry
 		if err := s.link(ctx, tx, repo, info.Digest); err != nil {
 			return err
 		}
+		// No manifest references the blob yet: GC looks at it once the
+		// review delay has passed (a manifest that comes meanwhile keeps it).
+		if err := s.queueBlob(ctx, tx, info.Digest, t); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), uploadID)
 		return err
 	})
@@ -298,7 +303,12 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) erro
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM blobs WHERE digest = ?`+s.forShare()), string(d)).Scan(&one); err != nil {
 			return notFound(err)
 		}
-		return s.link(ctx, tx, repo, d)
+		if err := s.link(ctx, tx, repo, d); err != nil {
+			return err
+		}
+		// A mount is a use of the blob, like an upload: reviewed after the
+		// delay, in case no manifest comes to reference it.
+		return s.queueBlob(ctx, tx, d, now())
 	})
 }
 
@@ -379,7 +389,39 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 				return err
 			}
 		}
+		if len(m.Tags) == 0 {
+			// Pushed by digest: untagged unless a tag already points here.
+			if err := s.queueManifest(ctx, tx, repo, string(r.Digest)); err != nil {
+				return err
+			}
+		}
 		for _, tag := range m.Tags {
+			// A new tag row is inserted (and so locked) first; an existing
+			// one is read under lock, so that of two moves of one tag each
+			// sees the other's result and queues the manifest the tag
+			// leaves, which may have lost its last tag.
+			res, err := tx.ExecContext(ctx, s.q(`INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (repo, name) DO NOTHING`),
+				repo, tag, string(r.Digest), t)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 1 {
+				continue
+			}
+			var old string // "": deleted meanwhile
+			err = tx.QueryRowContext(ctx, s.q(`SELECT manifest_digest FROM tags WHERE repo = ? AND name = ?`+s.forUpdate()), repo, tag).Scan(&old)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if old != "" && old != string(r.Digest) {
+				if err := s.queueManifest(ctx, tx, repo, old); err != nil {
+					return err
+				}
+			}
 			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)
 				ON CONFLICT (repo, name) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at`),
 				repo, tag, string(r.Digest), t); err != nil {
@@ -437,6 +479,9 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 		if n, _ := res.RowsAffected(); n == 0 {
 			return registry.ErrNotFound
 		}
+		if err := s.queueFreedBy(ctx, tx, repo, string(d)); err != nil {
+			return err
+		}
 		for _, q := range []string{
 			`DELETE FROM tags WHERE repo = ? AND manifest_digest = ?`,
 			`DELETE FROM manifest_blobs WHERE repo = ? AND manifest_digest = ?`,
@@ -453,12 +498,16 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 // DeleteTag implements registry.MetadataStore.
 func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM tags WHERE repo = ? AND name = ?`), repo, tag)
-		if err != nil {
+		var old string
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT manifest_digest FROM tags WHERE repo = ? AND name = ?`+s.forUpdate()), repo, tag).Scan(&old); err != nil {
+			return notFound(err)
+		}
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM tags WHERE repo = ? AND name = ?`), repo, tag); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return registry.ErrNotFound
+		// The manifest may have lost its last tag (gc.untagged: delete).
+		if err := s.queueManifest(ctx, tx, repo, old); err != nil {
+			return err
 		}
 		return s.changed(ctx, tx, repo)
 	})
