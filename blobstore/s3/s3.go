@@ -17,9 +17,9 @@
 // upload id, parts and ETags, tail segments, offset) is JSON in
 // registry.Upload.Backend, which the metadata store persists after every
 // successful Append, so any replica can take the next PATCH and a restart
-// loses nothing. An Append holds at most two part-sized buffers (one
-// filling from the request while the previous part uploads), whatever the
-// blob size; between requests nothing is held.
+// loses nothing. An Append holds at most four part-sized buffers (one
+// filling from the request while up to three parts upload), whatever the
+// blob size; between requests the store keeps four for reuse.
 package s3
 
 import (
@@ -597,10 +597,13 @@ func (s *Store) sse() (types.ServerSideEncryption, *string) {
 	return types.ServerSideEncryption(s.opts.SSE), key
 }
 
-// idleBufs is how many part buffers stay allocated between requests:
-// the two one upload streams through, so a lone upload allocates none
-// after its first part.
-const idleBufs = 2
+// maxInflight is how many parts of one request upload at once.
+const maxInflight = 3
+
+// idleBufs is how many part buffers stay allocated between requests: the
+// ones a lone upload streams through, so it allocates none after its
+// first parts.
+const idleBufs = maxInflight + 1
 
 func (s *Store) getBuf() *[]byte {
 	select {
@@ -642,29 +645,43 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 
 	next := &state{V: 1, Key: e.Key, MPU: e.MPU, Parts: e.Parts, Tail: e.Tail,
 		Prev: &snapshot{Off: e.Off, NParts: len(e.Parts), Tail: e.Tail}}
-	// Two part buffers at most: one filling from the request while the
-	// other is being uploaded, so reading the client and writing to S3
-	// overlap. Memory per request is bounded by the part size.
+	// Up to maxInflight parts upload while the next one fills from the
+	// request: reading the client and writing to S3 overlap, and S3 sees
+	// several parts at once, as from the SDK's upload manager. Memory per
+	// request is bounded by maxInflight+1 part buffers, whatever the blob
+	// size.
 	bp := s.getBuf()
-	var spare *[]byte
-	var inflight *pendingPart
-	wait := func() error {
-		if inflight == nil {
-			return nil
-		}
-		res := <-inflight.done
-		spare, inflight = inflight.buf, nil
+	var inflight []*pendingPart // in part-number order
+	var free []*[]byte          // buffers of finished parts
+	// waitOldest records the oldest part in flight; after a failure the
+	// parts behind it are drained but not recorded.
+	waitOldest := func() error {
+		p := inflight[0]
+		inflight = inflight[1:]
+		res := <-p.done
+		free = append(free, p.buf)
 		if res.err != nil {
 			return res.err
 		}
 		next.Parts = append(next.Parts, res.part)
 		return nil
 	}
+	waitAll := func() error {
+		for len(inflight) > 0 {
+			if err := waitOldest(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	defer func() {
-		_ = wait()
+		for _, p := range inflight {
+			<-p.done
+			s.putBuf(p.buf)
+		}
 		s.putBuf(bp)
-		if spare != nil {
-			s.putBuf(spare)
+		for _, b := range free {
+			s.putBuf(b)
 		}
 	}()
 	tail := tailBytes(next.Tail)
@@ -678,12 +695,14 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 			if err := s.readTail(ctx, next.Tail, buf[:tail]); err != nil {
 				return total, err
 			}
-			if err := wait(); err != nil {
-				return total, err
+			if len(inflight) == maxInflight {
+				if err := waitOldest(); err != nil {
+					return total, err
+				}
 			}
-			inflight = s.uploadPartAsync(ctx, next, int32(len(next.Parts)+1), bp)
-			if spare != nil {
-				bp, spare = spare, nil
+			inflight = append(inflight, s.uploadPartAsync(ctx, next, int32(len(next.Parts)+len(inflight)+1), bp))
+			if k := len(free); k > 0 {
+				bp, free = free[k-1], free[:k-1]
 			} else {
 				bp = s.getBuf()
 			}
@@ -693,7 +712,7 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 		default:
 			return total, rerr
 		}
-		if err := wait(); err != nil {
+		if err := waitAll(); err != nil {
 			return total, err
 		}
 		if total == 0 {
