@@ -123,6 +123,9 @@ scenario() {
 		return 0
 	fi
 	for s in wharf dist; do
+		# Each server starts from clean page-cache writeback: otherwise a
+		# big push pays for the writes of the scenario before it.
+		sync
 		log "$s: $label"
 		kill -0 "${PID[$s]}" 2>/dev/null || { log "$s (pid ${PID[$s]}) is not running"; exit 1; }
 		"$LOAD" "$name" -target "${URL[$s]}" -pid "${PID[$s]}" -label "$label" -json "$@" >>"$TMP/$s.jsonl" ||
