@@ -48,7 +48,7 @@ func (c *Client) Pull(ctx context.Context, ref string, dir string, sel Selection
 	if err != nil {
 		return nil, err
 	}
-	if err := addToIndex(dir, res.top.descriptor(), r); err != nil {
+	if err := addToIndex(dir, res.top.descriptor(), r, c.opts.Fsync); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -61,7 +61,7 @@ func (c *Client) writeLayout(ctx context.Context, res *resolved, dir string) (*R
 	if err := os.MkdirAll(partial, 0o755); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), c.opts.Fsync); err != nil {
 		return nil, err
 	}
 	seen := map[digest.Digest]bool{}
@@ -90,12 +90,12 @@ func (c *Client) writeLayout(ctx context.Context, res *resolved, dir string) (*R
 	}
 	// manifests last: a layout never names a manifest whose blobs are missing
 	for _, img := range res.images {
-		if err := writeBlob(dir, img.manifest); err != nil {
+		if err := writeBlob(dir, img.manifest, c.opts.Fsync); err != nil {
 			return nil, err
 		}
 	}
 	if res.index {
-		if err := writeBlob(dir, res.top); err != nil {
+		if err := writeBlob(dir, res.top, c.opts.Fsync); err != nil {
 			return nil, err
 		}
 	}
@@ -107,24 +107,27 @@ func blobPath(dir string, d digest.Digest) string {
 	return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
 }
 
-func writeBlob(dir string, m manifestBlob) error {
+func writeBlob(dir string, m manifestBlob, sync bool) error {
 	if m.Digest.Algorithm().FromBytes(m.Data) != m.Digest {
 		return fmt.Errorf("manifest %s: digest mismatch", m.Digest)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "blobs", m.Digest.Algorithm().String()), 0o755); err != nil {
 		return err
 	}
-	return writeFileAtomic(blobPath(dir, m.Digest), m.Data)
+	return writeFileAtomic(blobPath(dir, m.Digest), m.Data, sync)
 }
 
-// writeFileAtomic writes data to a temporary file and renames it.
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic writes data to a temporary file and renames it; sync
+// (Options.Fsync) flushes it first, like the blobs. Without it a file a
+// crash tore is rewritten by the next pull, which writes the manifests,
+// index.json and oci-layout every time.
+func writeFileAtomic(path string, data []byte, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -141,7 +144,7 @@ func writeFileAtomic(path string, data []byte) error {
 
 // addToIndex records desc in the layout's index.json under ref's tag,
 // replacing an entry of the same name.
-func addToIndex(dir string, desc oci.Descriptor, ref name.Reference) error {
+func addToIndex(dir string, desc oci.Descriptor, ref name.Reference, sync bool) error {
 	path := filepath.Join(dir, "index.json")
 	idx := struct {
 		SchemaVersion int               `json:"schemaVersion"`
@@ -173,7 +176,7 @@ func addToIndex(dir string, desc oci.Descriptor, ref name.Reference) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b)
+	return writeFileAtomic(path, b, sync)
 }
 
 // Export writes ref as a docker-archive tarball (what `docker load` and
@@ -205,7 +208,7 @@ func (c *Client) Export(ctx context.Context, ref string, file string, sel Select
 	if err != nil {
 		return nil, err
 	}
-	if err := addToIndex(tmp, res.top.descriptor(), r); err != nil {
+	if err := addToIndex(tmp, res.top.descriptor(), r, c.opts.Fsync); err != nil {
 		return nil, err
 	}
 	lp, err := layout.FromPath(tmp)
