@@ -36,7 +36,15 @@
 //   - Untagged manifests (gc.untagged: delete) older than untagged_after,
 //     which no tag, no index and no live subject keep, are deleted the
 //     same way, before blobs; a deleted manifest's blobs are queued with
-//     their own age, so they go in the same pass when old enough.
+//     their own age, so they go in the same pass when old enough. With
+//     gc.untagged: keep the pass still reads the due manifest entries and
+//     drops, in one statement per page, those whose manifest is gone,
+//     tagged or kept, so the queue does not grow without bound.
+//   - Rescan: a paged scan that queues every unreferenced blob and every
+//     untagged, unkept manifest not queued yet (the garbage from before
+//     the queues, or written by an older replica during a rolling
+//     upgrade). wharf gc --rescan runs it; the Worker runs it when it
+//     takes the maintenance lease over and then daily.
 package gc
 
 import (
@@ -65,6 +73,8 @@ type Store interface {
 	FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (int, error)
 	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
 	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.QueuedManifest, limit int) ([]sqlstore.QueuedManifest, error)
+	SettleManifests(ctx context.Context, refs []sqlstore.ManifestRef) (int, error)
+	Rescan(ctx context.Context, page int, countOnly bool) (sqlstore.Rescanned, error)
 	BlobsFreedBy(ctx context.Context, refs []sqlstore.ManifestRef, before time.Time) ([]digest.Digest, error)
 	CollectManifest(ctx context.Context, ref sqlstore.ManifestRef, before time.Time) (bool, error)
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -154,11 +164,22 @@ func New(store Store, blobs registry.BlobStore, opts Options) *Collector {
 	return &Collector{store: store, blobs: blobs, opts: opts}
 }
 
+// Rescan queues for review every blob no manifest references and every
+// manifest no tag, index or live subject keeps that is not queued yet
+// (sqlstore.Store.Rescan), in pages of Batch; with DryRun it only counts
+// them. A pass that follows reviews what is old enough.
+func (c *Collector) Rescan(ctx context.Context) (sqlstore.Rescanned, error) {
+	return c.store.Rescan(ctx, c.opts.Batch, c.opts.DryRun)
+}
+
 // Run makes one pass.
 func (c *Collector) Run(ctx context.Context) (Result, error) {
 	start := c.opts.Now()
 	var res Result
-	if c.opts.DeleteUntagged {
+	// Untagged manifests are reviewed in both modes: gc.untagged: keep
+	// deletes none but drops the entries that need no review (a dry run
+	// of keep has nothing to list).
+	if c.opts.DeleteUntagged || !c.opts.DryRun {
 		if err := c.manifests(ctx, start, &res); err != nil {
 			return res, err
 		}
@@ -172,8 +193,12 @@ func (c *Collector) Run(ctx context.Context) (Result, error) {
 
 func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) error {
 	before := now.Add(-c.opts.UntaggedAfter)
-	// A round pages once through the candidates (a cursor, so candidates
-	// that stay are not listed again). Deleting an index can free its
+	// A round pages once through the due entries (a cursor, so entries
+	// that stay are not listed again). The entries that do not look like
+	// garbage (manifest gone, tagged, or kept by an index or a subject)
+	// are settled a page at a time (SettleManifests); with DeleteUntagged
+	// each garbage one is collected in a transaction of its own, and with
+	// gc.untagged: keep it stays queued. Deleting an index can free its
 	// children: go round again until a round frees nothing (each round
 	// that goes on deleted something, and MaxPerPass bounds the total).
 	for len(res.Manifests) < c.opts.MaxPerPass {
@@ -197,7 +222,24 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 				}
 				continue
 			}
+			var settle []sqlstore.ManifestRef
 			for _, e := range cands {
+				if !e.Garbage {
+					settle = append(settle, e.ManifestRef)
+				}
+			}
+			if len(settle) > 0 {
+				if _, err := c.store.SettleManifests(ctx, settle); err != nil {
+					return fmt.Errorf("gc: manifest queue: %w", err)
+				}
+			}
+			if !c.opts.DeleteUntagged {
+				continue
+			}
+			for _, e := range cands {
+				if !e.Garbage {
+					continue
+				}
 				ref := e.ManifestRef
 				ok, err := c.store.CollectManifest(ctx, ref, before)
 				if err != nil {
@@ -319,10 +361,17 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 }
 
 // Worker runs background maintenance on one replica at a time: expiring
-// abandoned upload sessions and, when GC is on, collection passes. The
-// replicas share a lease in the database; the one holding it does the work,
-// and renews the lease while it works, so that a pass longer than the lease
-// does not let a second replica start one.
+// abandoned upload sessions and, when GC is on, collection passes and
+// rescans. The replicas share a lease in the database; the one holding it
+// does the work, and renews the lease while it works, so that a pass
+// longer than the lease does not let a second replica start one, and at
+// every tick while it holds it, so that the lease stays with one replica
+// until that replica stops or stalls.
+//
+// When GC is on, the worker rescans (Collector.Rescan) each time it takes
+// the lease fresh: the first time in this process (a replica start, as in
+// a rolling upgrade), or after it had lost it or let it lapse (a takeover);
+// and then every RescanEvery while it keeps it.
 type Worker struct {
 	Store     Store
 	Collector *Collector // nil: no GC, only upload expiry
@@ -340,7 +389,10 @@ type Worker struct {
 	// max(10 minutes, 2 ticks)): how long a replica that died holding it
 	// keeps the others waiting. Work renews it every LeaseTTL/3.
 	LeaseTTL time.Duration
-	Logger   *slog.Logger
+	// RescanEvery is how often a holder of the lease rescans when GC is
+	// on (default 24h), besides when it takes the lease fresh.
+	RescanEvery time.Duration
+	Logger      *slog.Logger
 }
 
 // LeaseName is the lease background maintenance runs under.
@@ -376,7 +428,15 @@ func (w *Worker) Run(ctx context.Context) {
 	if ttl <= 0 {
 		ttl = max(10*time.Minute, 2*tick)
 	}
-	var lastGC, lastUploads time.Time
+	rescanEvery := w.RescanEvery
+	if rescanEvery <= 0 {
+		rescanEvery = 24 * time.Hour
+	}
+	var (
+		lastGC, lastUploads time.Time
+		heldUntil           time.Time // the lease is ours until then (zero: not held)
+		nextRescan          time.Time
+	)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -387,9 +447,10 @@ func (w *Worker) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
+		holding := now.Before(heldUntil)
 		gcDue := w.Collector != nil && w.GCInterval > 0 && now.Sub(lastGC) >= w.GCInterval
 		upDue := uploadEvery > 0 && now.Sub(lastUploads) >= uploadEvery
-		if !gcDue && !upDue {
+		if !gcDue && !upDue && !holding {
 			continue
 		}
 		ok, err := w.Store.AcquireLease(ctx, LeaseName, w.Holder, ttl)
@@ -398,9 +459,18 @@ func (w *Worker) Run(ctx context.Context) {
 			continue
 		}
 		if !ok {
+			heldUntil = time.Time{}
 			continue // another replica does it
 		}
-		w.holdLease(ctx, now, ttl, log, func(ctx context.Context) {
+		heldUntil = now.Add(ttl)
+		// Fresh: not held up to now (this replica's first time, or another
+		// replica may have had it since): the queues may lack what a
+		// replica older than them wrote, or what a change failed to queue.
+		rescanDue := w.Collector != nil && w.GCInterval > 0 && (!holding || !now.Before(nextRescan))
+		if !gcDue && !upDue && !rescanDue {
+			continue // renewed only
+		}
+		renewed, lost := w.holdLease(ctx, now, ttl, log, func(ctx context.Context) {
 			if upDue {
 				lastUploads = now
 				n, err := w.ExpireUploads(ctx, w.UploadMaxAge)
@@ -408,6 +478,19 @@ func (w *Worker) Run(ctx context.Context) {
 					log.Warn("expiring uploads", "err", err, "cause", context.Cause(ctx))
 				} else if n > 0 {
 					log.Info("expired idle uploads", "count", n)
+				}
+			}
+			if rescanDue && ctx.Err() == nil {
+				start := time.Now()
+				r, err := w.Collector.Rescan(ctx)
+				if err != nil {
+					// Again at the next pass, not at every tick.
+					nextRescan = now.Add(max(w.GCInterval, tick))
+					log.Warn("garbage collection rescan", "err", err, "cause", context.Cause(ctx))
+				} else {
+					nextRescan = now.Add(rescanEvery)
+					log.Info("garbage collection rescan", "blobs_queued", r.Blobs, "manifests_queued", r.Manifests,
+						"duration", time.Since(start))
 				}
 			}
 			if gcDue && ctx.Err() == nil {
@@ -422,6 +505,11 @@ func (w *Worker) Run(ctx context.Context) {
 				}
 			}
 		})
+		if lost {
+			heldUntil = time.Time{}
+		} else {
+			heldUntil = renewed.Add(ttl)
+		}
 	}
 }
 
@@ -429,15 +517,16 @@ func (w *Worker) Run(ctx context.Context) {
 // it renews the lease every ttl/3 while work runs, and cancels work's
 // context (cause ErrLeaseLost) as soon as a renewal finds another holder,
 // or renewals have failed until the lease may have expired, so that two
-// replicas never work at once for longer than a renewal period.
-func (w *Worker) holdLease(ctx context.Context, acquired time.Time, ttl time.Duration, log *slog.Logger, work func(context.Context)) {
+// replicas never work at once for longer than a renewal period. It
+// returns when the lease was last renewed, and whether it was lost.
+func (w *Worker) holdLease(ctx context.Context, acquired time.Time, ttl time.Duration, log *slog.Logger, work func(context.Context)) (renewed time.Time, lost bool) {
 	wctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan struct{})
 	renewer := make(chan struct{})
+	renewed = acquired
 	go func() {
 		defer close(renewer)
-		renewed := acquired
 		t := time.NewTicker(max(ttl/3, time.Millisecond))
 		defer t.Stop()
 		for {
@@ -472,4 +561,5 @@ func (w *Worker) holdLease(ctx context.Context, acquired time.Time, ttl time.Dur
 	work(wctx)
 	close(done)
 	<-renewer
+	return renewed, errors.Is(context.Cause(wctx), ErrLeaseLost)
 }

@@ -147,7 +147,7 @@ func TestCollectS3(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			meta, store := b.open(t)
+			meta, store, _ := b.open(t)
 			prefix := "gc-" + b.name + "/"
 			blobs, err := s3.New(ctx, s3.Options{Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: prefix,
 				AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, PartSize: s3.MinPartSize})

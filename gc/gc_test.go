@@ -3,12 +3,14 @@ package gc_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,43 +40,84 @@ type env struct {
 	meta  registry.MetadataStore
 	blobs registry.BlobStore
 	root  string
+	raw   rawDB
+}
+
+// rawDB reaches a metadata store's database with plain SQL ('?'
+// placeholders), as a replica older than the review queues would write.
+type rawDB struct {
+	db       *sql.DB
+	numbered bool // PostgreSQL: $n placeholders
+	rowLocks bool
+}
+
+func (r rawDB) query(q string) string {
+	if !r.numbered {
+		return q
+	}
+	for i := 1; strings.Contains(q, "?"); i++ {
+		q = strings.Replace(q, "?", fmt.Sprintf("$%d", i), 1)
+	}
+	return q
+}
+
+func (r rawDB) exec(t testing.TB, q string, args ...any) {
+	t.Helper()
+	if _, err := r.db.ExecContext(context.Background(), r.query(q), args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func (r rawDB) count(t testing.TB, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := r.db.QueryRowContext(context.Background(), r.query(q), args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
 }
 
 type backend struct {
 	name string
-	open func(t *testing.T) (registry.MetadataStore, gc.Store)
+	open func(t *testing.T) (registry.MetadataStore, gc.Store, rawDB)
 }
 
 var backends = []backend{
-	{"sqlite", func(t *testing.T) (registry.MetadataStore, gc.Store) {
-		s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "wharf.db"))
+	{"sqlite", func(t *testing.T) (registry.MetadataStore, gc.Store, rawDB) {
+		p := filepath.Join(t.TempDir(), "wharf.db")
+		s, err := sqlite.Open(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		return s, s
+		db, err := sql.Open("sqlite", "file:"+p+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return s, s, rawDB{db: db}
 	}},
-	{"postgres", func(t *testing.T) (registry.MetadataStore, gc.Store) {
+	{"postgres", func(t *testing.T) (registry.MetadataStore, gc.Store, rawDB) {
 		s, err := postgres.Open(context.Background(), postgres.Options{DSN: pgtest.DSN(t), MaxConns: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		return s, s
+		return s, s, rawDB{db: s.DB(), numbered: true, rowLocks: true}
 	}},
 }
 
 func each(t *testing.T, fn func(t *testing.T, e *env)) {
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
-			meta, store := b.open(t)
+			meta, store, raw := b.open(t)
 			root := filepath.Join(t.TempDir(), "blobs")
 			blobs, err := filesystem.New(root)
 			if err != nil {
 				t.Fatal(err)
 			}
 			reg := registry.New(meta, blobs, registry.Options{})
-			fn(t, &env{reg: reg, store: store, meta: meta, blobs: blobs, root: root})
+			fn(t, &env{reg: reg, store: store, meta: meta, blobs: blobs, root: root, raw: raw})
 		})
 	}
 }
@@ -352,13 +395,13 @@ func TestUnderLoad(t *testing.T) {
 // under prefix in its bucket.
 func s3Env(t *testing.T, m *miniotest.Server, b backend, prefix string) (*env, *s3.Store) {
 	t.Helper()
-	meta, store := b.open(t)
+	meta, store, raw := b.open(t)
 	blobs, err := s3.New(context.Background(), s3.Options{Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: prefix,
 		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, PartSize: s3.MinPartSize})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{reg: registry.New(meta, blobs, registry.Options{}), store: store, meta: meta, blobs: blobs}, blobs
+	return &env{reg: registry.New(meta, blobs, registry.Options{}), store: store, meta: meta, blobs: blobs, raw: raw}, blobs
 }
 
 // bucketKeys lists the objects under prefix in the bucket.

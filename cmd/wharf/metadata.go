@@ -200,7 +200,7 @@ With --dry-run, list the pending migrations and change nothing.`,
 func newGCCmd() *cobra.Command {
 	var (
 		configFile, dataDir string
-		dry                 bool
+		dry, rescan         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
@@ -211,7 +211,15 @@ references, untouched for gc.review_delay, are deleted (from the database,
 then from storage); with gc.untagged: delete, so are manifests older than
 gc.untagged_after that no tag, index or live subject keeps. With --dry-run,
 list what would go and delete nothing (untagged manifests freed by deleting
-an index are found by the next pass).`,
+an index are found by the next pass).
+
+A pass reviews only what the review queues hold, which every change feeds.
+With --rescan, first queue every unreferenced blob and every untagged
+manifest no index or live subject keeps that is not queued yet (a paged
+scan, safe while serving; with --dry-run, only count them): run it once
+after a rolling upgrade from a version without the queues, when the last
+old replica is gone. The serve worker also rescans when it takes the
+maintenance lease over, and daily.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(configFile, dataDir, cmd.Flags().Changed("data-dir"))
@@ -229,8 +237,20 @@ an index are found by the next pass).`,
 				return err
 			}
 			defer meta.Close()
-			res, err := gc.New(meta, blobs, gcOptions(cfg, nil, log, dry)).Run(ctx)
+			col := gc.New(meta, blobs, gcOptions(cfg, nil, log, dry))
 			out := cmd.OutOrStdout()
+			if rescan {
+				r, err := col.Rescan(ctx)
+				if err != nil {
+					return err
+				}
+				verb := "queued"
+				if dry {
+					verb = "would queue"
+				}
+				fmt.Fprintf(out, "rescan: %s %d blobs, %d manifests for review\n", verb, r.Blobs, r.Manifests)
+			}
+			res, err := col.Run(ctx)
 			verb := "deleted"
 			if dry {
 				verb = "would delete"
@@ -250,6 +270,7 @@ an index are found by the next pass).`,
 	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
 	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
 	f.BoolVar(&dry, "dry-run", false, "list what would be deleted; delete nothing")
+	f.BoolVar(&rescan, "rescan", false, "first queue all existing garbage for review (with --dry-run: count it)")
 	return cmd
 }
 

@@ -352,9 +352,11 @@ func TestGCCommand(t *testing.T) {
 
 // TestMigrateQueuesExistingGarbage: a database at the schema before the
 // review queues (0002) holding an unreferenced blob and an untagged
-// manifest. wharf migrate queues them (0003), and wharf gc, which reads
-// only the queues, then collects them from the database and from storage
-// and leaves the tagged image whole.
+// manifest. wharf migrate only creates the queues (0003), so a plain
+// wharf gc, which reads only the queues, finds nothing; wharf gc --rescan
+// --dry-run counts the garbage, and wharf gc --rescan queues it and then
+// collects it from the database and from storage, leaving the tagged
+// image whole.
 func TestMigrateQueuesExistingGarbage(t *testing.T) {
 	for _, b := range metaBackends(t, "gc:\n  review_delay: 1ms\n  untagged: delete\n  untagged_after: 1ms\n") {
 		t.Run(b.name, func(t *testing.T) {
@@ -427,10 +429,18 @@ func TestMigrateQueuesExistingGarbage(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond) // past the 1ms delays
 			out, err = runCmd(t, "gc", "-c", b.config)
-			if err != nil {
-				t.Fatalf("gc: %v\n%s", err, out)
+			if err != nil || !strings.Contains(out, "deleted 0 manifests, 0 blobs") {
+				t.Fatalf("gc without --rescan: %v\n%s", err, out)
 			}
-			for _, w := range []string{"deleted manifest team/app@" + string(untaggedM), "deleted blob " + string(orphan), "deleted blob " + string(untaggedLayer), "deleted 1 manifests, 2 blobs"} {
+			out, err = runCmd(t, "gc", "--rescan", "--dry-run", "-c", b.config)
+			if err != nil || !strings.Contains(out, "rescan: would queue 1 blobs, 1 manifests for review") || !strings.Contains(out, "would delete 0 manifests, 0 blobs") {
+				t.Fatalf("gc --rescan --dry-run: %v\n%s", err, out)
+			}
+			out, err = runCmd(t, "gc", "--rescan", "-c", b.config)
+			if err != nil {
+				t.Fatalf("gc --rescan: %v\n%s", err, out)
+			}
+			for _, w := range []string{"rescan: queued 1 blobs, 1 manifests for review", "deleted manifest team/app@" + string(untaggedM), "deleted blob " + string(orphan), "deleted blob " + string(untaggedLayer), "deleted 1 manifests, 2 blobs"} {
 				if !strings.Contains(out, w) {
 					t.Fatalf("gc output lacks %q:\n%s", w, out)
 				}

@@ -25,8 +25,9 @@ import (
 //
 // Candidates come from review queues (gc_blob_queue, gc_manifest_queue,
 // migration 0003) that the writes in this package feed in their own
-// transactions; nothing here scans all blobs or manifests except
-// UnreferencedBlobs, an audit.
+// transactions; nothing here scans all blobs or manifests except Rescan,
+// the queues' paged safety net (run on demand, on a lease takeover and
+// daily), and UnreferencedBlobs, an audit.
 
 var _ registry.BlobToucher = (*Store)(nil)
 
@@ -64,22 +65,40 @@ func (s *Store) queueManifest(ctx context.Context, tx *sql.Tx, repo, d string) e
 	return err
 }
 
+// queueUnreferencedBlob is queueBlob for a blob that no manifest
+// references, and nothing otherwise: a mount of a referenced blob (a
+// popular base layer, say) neither writes nor locks its queue row, so
+// mounts of one blob do not queue behind each other. Deleting the last
+// manifest that references the blob queues it (queueFreedBy), and a
+// review re-checks the mount's touch.
+func (s *Store) queueUnreferencedBlob(ctx context.Context, tx *sql.Tx, d digest.Digest, at int64) error {
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_queue (digest, review_from)
+		SELECT CAST(? AS TEXT), CAST(? AS BIGINT) WHERE NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = ?)`+blobQueueUpsert),
+		string(d), at, string(d))
+	return err
+}
+
 // queueFreedBy queues what deleting the manifest repo@d may leave
 // garbage: the blobs it references (their delay counting from their
 // creation, as if no manifest had ever referenced them, so a pass that
 // deletes a manifest collects its old blobs too), the manifests it lists
 // (an index's children) and its referrers. It runs before the manifest's
-// reference rows are deleted.
+// reference rows are deleted. Each upsert takes its rows in key order, the
+// order every writer of several queue rows uses, so two deletions sharing
+// blobs or children wait for each other instead of deadlocking.
 func (s *Store) queueFreedBy(ctx context.Context, tx *sql.Tx, repo, d string) error {
 	for _, q := range []string{
 		`INSERT INTO gc_blob_queue (digest, review_from)
 			SELECT b.digest, b.created_at FROM blobs b
-			WHERE b.digest IN (SELECT mb.blob_digest FROM manifest_blobs mb WHERE mb.repo = ? AND mb.manifest_digest = ?)` + blobQueueUpsert,
+			WHERE b.digest IN (SELECT mb.blob_digest FROM manifest_blobs mb WHERE mb.repo = ? AND mb.manifest_digest = ?)
+			ORDER BY b.digest` + blobQueueUpsert,
 		`INSERT INTO gc_manifest_queue (repo, digest, review_from)
 			SELECT m.repo, m.digest, m.created_at FROM manifests m
-			WHERE m.repo = ? AND m.digest IN (SELECT c.child_digest FROM manifest_children c WHERE c.repo = m.repo AND c.parent_digest = ?)` + manifestQueueUpsert,
+			WHERE m.repo = ? AND m.digest IN (SELECT c.child_digest FROM manifest_children c WHERE c.repo = m.repo AND c.parent_digest = ?)
+			ORDER BY m.repo, m.digest` + manifestQueueUpsert,
 		`INSERT INTO gc_manifest_queue (repo, digest, review_from)
-			SELECT m.repo, m.digest, m.created_at FROM manifests m WHERE m.repo = ? AND m.subject = ?` + manifestQueueUpsert,
+			SELECT m.repo, m.digest, m.created_at FROM manifests m WHERE m.repo = ? AND m.subject = ?
+			ORDER BY m.repo, m.digest` + manifestQueueUpsert,
 	} {
 		if _, err := tx.ExecContext(ctx, s.q(q), repo, d); err != nil {
 			return err
@@ -607,12 +626,15 @@ type ManifestRef struct {
 	Digest digest.Digest
 }
 
-// untaggedWhere selects manifests created before ? that no tag, no index
-// of their repository and no live subject keep.
-const untaggedWhere = `m.created_at < ?
-		AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.manifest_digest = m.digest)
+// unkeptWhere selects manifests m that no tag, no index of their
+// repository and no live subject keep (a referrer of a live image stays).
+const unkeptWhere = `NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.manifest_digest = m.digest)
 		AND NOT EXISTS (SELECT 1 FROM manifest_children c WHERE c.repo = m.repo AND c.child_digest = m.digest)
 		AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject))`
+
+// untaggedWhere selects the manifests of unkeptWhere created before ?.
+const untaggedWhere = `m.created_at < ?
+		AND ` + unkeptWhere
 
 // QueuedManifest is an entry of the manifest review queue.
 type QueuedManifest struct {
@@ -657,6 +679,185 @@ func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, a
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// SettleManifests drops the manifest queue entries of refs that need no
+// review (gc.untagged: keep never deletes, and delete has nothing to do
+// for them): the manifest is gone, tagged, or kept by an index or a live
+// subject. Entries of untagged, unkept manifests stay. It is one
+// transaction for the batch: where the engine has row locks it first locks
+// the entries, skipping those a writer holds (that writer is queueing the
+// manifest again), and then deletes with one statement, which reads the
+// manifests after the locks are taken: a change committed before that is
+// seen, and a writer that queues the manifest after waits for the commit
+// and queues it anew. It reports how many entries went.
+func (s *Store) SettleManifests(ctx context.Context, refs []ManifestRef) (dropped int, err error) {
+	keys := slices.Clone(refs)
+	slices.SortFunc(keys, compareRefs)
+	keys = slices.Compact(keys)
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		dropped = 0
+		locked := keys
+		if s.dialect.RowLocks {
+			rows, err := tx.QueryContext(ctx, s.q(`SELECT repo, digest FROM gc_manifest_queue WHERE `+refList(len(keys))+
+				` ORDER BY repo, digest`+s.skipLocked()), refArgs(keys)...)
+			if err != nil {
+				return err
+			}
+			locked = nil
+			for rows.Next() {
+				var r ManifestRef
+				var d string
+				if err := rows.Scan(&r.Repo, &d); err != nil {
+					rows.Close()
+					return err
+				}
+				r.Digest = digest.Digest(d)
+				locked = append(locked, r)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil || len(locked) == 0 {
+				return err
+			}
+		}
+		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM gc_manifest_queue WHERE (`+refList(len(locked))+`)
+			AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = gc_manifest_queue.repo AND m.digest = gc_manifest_queue.digest
+				AND `+unkeptWhere+`)`), refArgs(locked)...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		dropped = int(n)
+		return err
+	})
+	return dropped, err
+}
+
+func compareRefs(a, b ManifestRef) int {
+	if c := strings.Compare(a.Repo, b.Repo); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.Digest), string(b.Digest))
+}
+
+// refList is "(repo = ? AND digest = ?) OR ..." for n refs (refArgs).
+func refList(n int) string {
+	return strings.TrimSuffix(strings.Repeat("(repo = ? AND digest = ?) OR ", n), " OR ")
+}
+
+func refArgs(refs []ManifestRef) []any {
+	out := make([]any, 0, 2*len(refs))
+	for _, r := range refs {
+		out = append(out, r.Repo, string(r.Digest))
+	}
+	return out
+}
+
+// Rescanned counts what a rescan queued (counting only: would queue).
+type Rescanned struct {
+	Blobs, Manifests int64
+}
+
+// Rescan queues for review every blob no manifest references and every
+// manifest no tag, index or live subject keeps, that is not queued
+// already; with countOnly it changes nothing and counts them. It is the
+// queues' safety net: for the garbage that existed before the queues
+// (migration 0003 creates them empty), for what replicas older than the
+// queues write during a rolling upgrade, and for anything a change failed
+// to queue. Manifests kept by an index or a subject are left out: deleting
+// that index or subject queues them.
+//
+// It pages through blobs, then manifests, in key (digest) order, page
+// rows at a time, each page one short INSERT … SELECT … ON CONFLICT DO
+// NOTHING statement of its own (no long transaction, no lock held between
+// pages), so it is safe to run at any time, while the registry serves, and
+// as often as wanted: a second run queues nothing new. An entry's review
+// time is the blob's or manifest's creation, so what is old enough is
+// reviewed by the next pass.
+func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (Rescanned, error) {
+	var out Rescanned
+	if page <= 0 {
+		page = 1000
+	}
+	// Blobs, in digest pages.
+	const blobWhere = `NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)`
+	after := ""
+	for {
+		var last string
+		err := s.read.QueryRowContext(ctx, s.q(`SELECT digest FROM blobs WHERE digest > ? ORDER BY digest LIMIT 1 OFFSET ?`), after, page-1).Scan(&last)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return out, err
+		}
+		bounded := err == nil // else the last page: no upper bound
+		rng, args := `b.digest > ?`, []any{after}
+		if bounded {
+			rng, args = `b.digest > ? AND b.digest <= ?`, []any{after, last}
+		}
+		var n int64
+		if countOnly {
+			err = s.read.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM blobs b WHERE `+rng+` AND `+blobWhere+`
+				AND NOT EXISTS (SELECT 1 FROM gc_blob_queue q WHERE q.digest = b.digest)`), args...).Scan(&n)
+		} else {
+			var res sql.Result
+			res, err = s.write.ExecContext(ctx, s.q(`INSERT INTO gc_blob_queue (digest, review_from)
+				SELECT b.digest, b.created_at FROM blobs b WHERE `+rng+` AND `+blobWhere+`
+				ORDER BY b.digest ON CONFLICT (digest) DO NOTHING`), args...)
+			if err == nil {
+				n, err = res.RowsAffected()
+			}
+		}
+		if err != nil {
+			return out, err
+		}
+		out.Blobs += n
+		if !bounded {
+			break
+		}
+		after = last
+	}
+	// Manifests, in (repo, digest) pages.
+	var from ManifestRef
+	for {
+		var last ManifestRef
+		var d string
+		err := s.read.QueryRowContext(ctx, s.q(`SELECT repo, digest FROM manifests WHERE (repo, digest) > (?, ?) ORDER BY repo, digest LIMIT 1 OFFSET ?`),
+			from.Repo, string(from.Digest), page-1).Scan(&last.Repo, &d)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return out, err
+		}
+		last.Digest = digest.Digest(d)
+		bounded := err == nil
+		rng, args := `(m.repo, m.digest) > (?, ?)`, []any{from.Repo, string(from.Digest)}
+		if bounded {
+			rng += ` AND (m.repo, m.digest) <= (?, ?)`
+			args = append(args, last.Repo, string(last.Digest))
+		}
+		var n int64
+		if countOnly {
+			err = s.read.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM manifests m WHERE `+rng+` AND `+unkeptWhere+`
+				AND NOT EXISTS (SELECT 1 FROM gc_manifest_queue q WHERE q.repo = m.repo AND q.digest = m.digest)`), args...).Scan(&n)
+		} else {
+			var res sql.Result
+			res, err = s.write.ExecContext(ctx, s.q(`INSERT INTO gc_manifest_queue (repo, digest, review_from)
+				SELECT m.repo, m.digest, m.created_at FROM manifests m WHERE `+rng+` AND `+unkeptWhere+`
+				ORDER BY m.repo, m.digest ON CONFLICT (repo, digest) DO NOTHING`), args...)
+			if err == nil {
+				n, err = res.RowsAffected()
+			}
+		}
+		if err != nil {
+			return out, err
+		}
+		out.Manifests += n
+		if !bounded {
+			break
+		}
+		from = last
+	}
+	return out, nil
 }
 
 // BlobsFreedBy lists the blobs a deletion of the manifests refs would

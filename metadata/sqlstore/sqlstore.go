@@ -307,8 +307,10 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) erro
 			return err
 		}
 		// A mount is a use of the blob, like an upload: reviewed after the
-		// delay, in case no manifest comes to reference it.
-		return s.queueBlob(ctx, tx, d, now())
+		// delay, in case no manifest comes to reference it. A blob some
+		// manifest references is left out (its queue row untouched and
+		// unlocked): the deletion of its last manifest queues it.
+		return s.queueUnreferencedBlob(ctx, tx, d, now())
 	})
 }
 

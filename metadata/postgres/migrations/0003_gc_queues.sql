@@ -29,12 +29,8 @@ CREATE INDEX gc_manifest_queue_due ON gc_manifest_queue (review_from, repo, dige
 -- ForgetReviews drops old touches by time.
 CREATE INDEX gc_blob_reviews_touched ON gc_blob_reviews (touched_at);
 
--- What is garbage already (before the queues existed) is queued once, so an
--- upgraded registry loses nothing to collect.
-INSERT INTO gc_blob_queue (digest, review_from)
-SELECT b.digest, b.created_at FROM blobs b
-WHERE NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest);
-
-INSERT INTO gc_manifest_queue (repo, digest, review_from)
-SELECT m.repo, m.digest, m.created_at FROM manifests m
-WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.manifest_digest = m.digest);
+-- Schema only: what is garbage already (and anything a replica older than
+-- these queues writes during a rolling upgrade) is queued by the rescan
+-- (sqlstore.Store.Rescan: wharf gc --rescan, and the GC worker when it
+-- takes the maintenance lease and every 24h), in short paged statements
+-- outside this migration's transaction.
