@@ -2,12 +2,8 @@ package client_test
 
 import (
 	"context"
-	"crypto"
 	"encoding/base64"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,64 +14,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"golang.org/x/crypto/bcrypt"
 
-	"github.com/wharf-registry/wharf/auth"
-	"github.com/wharf-registry/wharf/auth/htpasswd"
 	"github.com/wharf-registry/wharf/auth/service"
-	"github.com/wharf-registry/wharf/auth/token"
 	"github.com/wharf-registry/wharf/client"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 )
-
-var authUsers = map[string]string{"reader": "reader-pw", "admin": "admin-pw"}
-
-// startAuthWharf runs a Wharf whose auth service is in mode (token mode
-// mounts the token endpoint), as auth/service's newFixture does: admin may
-// do anything, reader may pull team/**, nobody anonymously.
-func startAuthWharf(t *testing.T, mode service.Mode) *wharftest.Registry {
-	t.Helper()
-	dir := t.TempDir()
-	f := &htpasswd.File{}
-	for u, p := range authUsers {
-		if err := f.Set(u, p, bcrypt.MinCost); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hp := filepath.Join(dir, "htpasswd")
-	if err := f.Save(hp); err != nil {
-		t.Fatal(err)
-	}
-	policy, err := auth.CompilePolicy(auth.PolicySpec{
-		Admins: []string{"admin"},
-		Rules:  []auth.RuleSpec{{Users: []string{"reader"}, Repos: []string{"team/**"}, Actions: []string{"pull"}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := service.Options{Mode: mode, Htpasswd: hp, Policy: policy, Service: "wharf-test",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), FailedLoginsBurst: 1000, FailedLoginsPerMinute: 1000}
-	if mode == service.ModeToken {
-		key, err := token.LoadOrCreateSigningKey(filepath.Join(dir, "token-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o.Issuer, err = token.NewIssuer(key, "wharf-test-issuer", "wharf-test", nil); err != nil {
-			t.Fatal(err)
-		}
-		o.Verifier = token.NewVerifier("wharf-test", nil,
-			&token.KeySet{Issuer: "wharf-test-issuer", Keys: map[string]crypto.PublicKey{"k": key.Public()}})
-	}
-	svc, err := service.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wo := wharftest.Options{Auth: svc}
-	if mode == service.ModeToken {
-		wo.Handlers = map[string]http.Handler{service.TokenPath: svc.TokenHandler()}
-	}
-	return wharftest.Start(t, wo)
-}
 
 // pushAs pushes a random image to host/repoTag as admin.
 func pushAs(t *testing.T, host, repoTag string) v1.Image {
@@ -88,7 +31,7 @@ func pushAs(t *testing.T, host, repoTag string) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := authn.FromConfig(authn.AuthConfig{Username: "admin", Password: authUsers["admin"]})
+	a := authn.FromConfig(authn.AuthConfig{Username: "admin", Password: wharftest.AuthUsers["admin"]})
 	if err := remote.Write(ref, img, remote.WithAuth(a)); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +42,7 @@ func pushAs(t *testing.T, host, repoTag string) v1.Image {
 // Bearer challenge, a token from the realm with Basic credentials, the
 // request again with the token.
 func TestPullTokenMode(t *testing.T) {
-	r := startAuthWharf(t, service.ModeToken)
+	r := wharftest.StartAuth(t, service.ModeToken)
 	img := pushAs(t, r.Host, "team/app:v1")
 	ref := r.Host + "/team/app:v1"
 	for _, noBatch := range []bool{false, true} {
@@ -172,7 +115,7 @@ func writeAuths(t *testing.T, path, host, user, pass string) {
 func TestPullWithDockerConfig(t *testing.T) {
 	for _, mode := range []service.Mode{service.ModeBasic, service.ModeToken} {
 		t.Run(string(mode), func(t *testing.T) {
-			r := startAuthWharf(t, mode)
+			r := wharftest.StartAuth(t, mode)
 			img := pushAs(t, r.Host, "team/app:v1")
 			ref := r.Host + "/team/app:v1"
 			pull := func() error {

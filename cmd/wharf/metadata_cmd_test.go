@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -25,18 +24,6 @@ import (
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
-
-// runCmd runs the wharf command line with args and returns its output.
-func runCmd(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	cmd := newRootCmd()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	err := cmd.Execute()
-	return out.String(), err
-}
 
 // metaBackend is a metadata store the commands are tested on: dir is
 // its data_dir, config a file configuring it, sqlDB opens it with
@@ -161,7 +148,7 @@ func TestMigrateCommand(t *testing.T) {
 				return sb.String() + last + "\n"
 			}
 			// A database never migrated: everything is pending.
-			out, err := runCmd(t, "migrate", "--dry-run", "-c", b.config)
+			out, err := runCmd(t, "", "migrate", "--dry-run", "-c", b.config)
 			if want := lines("apply", all, fmt.Sprintf("%d pending (dry run: nothing applied)", len(all))); err != nil || out != want {
 				t.Fatalf("dry run on a new database: %q, %v; want %q", out, err, want)
 			}
@@ -178,7 +165,7 @@ func TestMigrateCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := listTables(t, b)
-			out, err = runCmd(t, "migrate", "--dry-run", "-c", b.config)
+			out, err = runCmd(t, "", "migrate", "--dry-run", "-c", b.config)
 			if want := lines("apply", all[1:], fmt.Sprintf("%d pending (dry run: nothing applied)", len(all)-1)); err != nil || out != want {
 				t.Fatalf("dry run: %q, %v; want %q", out, err, want)
 			}
@@ -189,7 +176,7 @@ func TestMigrateCommand(t *testing.T) {
 				t.Fatalf("dry run changed the tables: %v -> %v", before, after)
 			}
 
-			out, err = runCmd(t, "migrate", "-c", b.config)
+			out, err = runCmd(t, "", "migrate", "-c", b.config)
 			if want := lines("applying", all[1:], fmt.Sprintf("%d applied", len(all)-1)); err != nil || out != want {
 				t.Fatalf("migrate: %q, %v; want %q", out, err, want)
 			}
@@ -204,7 +191,7 @@ func TestMigrateCommand(t *testing.T) {
 				t.Fatalf("after migrate: tables %v lack leases (0002)", tabs)
 			}
 			for _, args := range [][]string{{"migrate"}, {"migrate", "--dry-run"}} {
-				out, err = runCmd(t, append(args, "-c", b.config)...)
+				out, err = runCmd(t, "", append(args, "-c", b.config)...)
 				if err != nil || out != "schema is up to date\n" {
 					t.Fatalf("%v when up to date: %q, %v", args, out, err)
 				}
@@ -289,7 +276,7 @@ func TestGCCommand(t *testing.T) {
 				return err == nil
 			}
 
-			out, err := runCmd(t, "gc", "--dry-run", "-c", b.config)
+			out, err := runCmd(t, "", "gc", "--dry-run", "-c", b.config)
 			if err != nil {
 				t.Fatalf("gc --dry-run: %v\n%s", err, out)
 			}
@@ -316,7 +303,7 @@ func TestGCCommand(t *testing.T) {
 				}
 			}
 
-			out, err = runCmd(t, "gc", "-c", b.config)
+			out, err = runCmd(t, "", "gc", "-c", b.config)
 			if err != nil {
 				t.Fatalf("gc: %v\n%s", err, out)
 			}
@@ -342,7 +329,7 @@ func TestGCCommand(t *testing.T) {
 			if manifestExists(untagged) || !manifestExists(kept) {
 				t.Fatalf("after gc: untagged manifest there %v, tagged %v", manifestExists(untagged), manifestExists(kept))
 			}
-			out, err = runCmd(t, "gc", "-c", b.config)
+			out, err = runCmd(t, "", "gc", "-c", b.config)
 			if err != nil || !strings.Contains(out, "deleted 0 manifests, 0 blobs") {
 				t.Fatalf("second gc: %v\n%s", err, out)
 			}
@@ -423,20 +410,20 @@ func TestMigrateQueuesExistingGarbage(t *testing.T) {
 			keptM := manifest(`{"kept":1}`, "v1", kept)
 			untaggedM := manifest(`{"untagged":1}`, "", untaggedLayer)
 
-			out, err := runCmd(t, "migrate", "-c", b.config)
+			out, err := runCmd(t, "", "migrate", "-c", b.config)
 			if err != nil || !strings.Contains(out, "applying "+all[v2].Name) {
 				t.Fatalf("migrate: %v\n%s", err, out)
 			}
 			time.Sleep(20 * time.Millisecond) // past the 1ms delays
-			out, err = runCmd(t, "gc", "-c", b.config)
+			out, err = runCmd(t, "", "gc", "-c", b.config)
 			if err != nil || !strings.Contains(out, "deleted 0 manifests, 0 blobs") {
 				t.Fatalf("gc without --rescan: %v\n%s", err, out)
 			}
-			out, err = runCmd(t, "gc", "--rescan", "--dry-run", "-c", b.config)
+			out, err = runCmd(t, "", "gc", "--rescan", "--dry-run", "-c", b.config)
 			if err != nil || !strings.Contains(out, "rescan: would queue 1 blobs, 1 manifests for review") || !strings.Contains(out, "would delete 0 manifests, 0 blobs") {
 				t.Fatalf("gc --rescan --dry-run: %v\n%s", err, out)
 			}
-			out, err = runCmd(t, "gc", "--rescan", "-c", b.config)
+			out, err = runCmd(t, "", "gc", "--rescan", "-c", b.config)
 			if err != nil {
 				t.Fatalf("gc --rescan: %v\n%s", err, out)
 			}

@@ -10,7 +10,9 @@ import (
 	"github.com/wharf-registry/wharf/auth/htpasswd"
 )
 
-func runUser(t *testing.T, stdin string, args ...string) (string, error) {
+// runCmd runs the wharf command in-process with stdin; it returns
+// stdout and stderr together.
+func runCmd(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
 	cmd := newRootCmd()
 	var out bytes.Buffer
@@ -24,23 +26,23 @@ func runUser(t *testing.T, stdin string, args ...string) (string, error) {
 
 func TestUserCommands(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "htpasswd")
-	if _, err := runUser(t, "pw-one\n", "user", "add", "--htpasswd", file, "--cost", "4", "alice"); err != nil {
+	if _, err := runCmd(t, "pw-one\n", "user", "add", "--htpasswd", file, "--cost", "4", "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runUser(t, "pw-two\n", "user", "add", "--htpasswd", file, "--cost", "4", "bob"); err != nil {
+	if _, err := runCmd(t, "pw-two\n", "user", "add", "--htpasswd", file, "--cost", "4", "bob"); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runUser(t, "", "user", "list", "--htpasswd", file)
+	out, err := runCmd(t, "", "user", "list", "--htpasswd", file)
 	if err != nil || out != "alice\nbob\n" {
 		t.Errorf("list = %q, %v", out, err)
 	}
-	if _, err := runUser(t, "", "user", "add", "--htpasswd", file, "carol"); err == nil {
+	if _, err := runCmd(t, "", "user", "add", "--htpasswd", file, "carol"); err == nil {
 		t.Error("empty password accepted")
 	}
-	if _, err := runUser(t, "", "user", "remove", "--htpasswd", file, "alice"); err != nil {
+	if _, err := runCmd(t, "", "user", "remove", "--htpasswd", file, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runUser(t, "", "user", "remove", "--htpasswd", file, "alice"); err == nil {
+	if _, err := runCmd(t, "", "user", "remove", "--htpasswd", file, "alice"); err == nil {
 		t.Error("removing a missing user succeeded")
 	}
 	f, err := htpasswd.Load(file)
@@ -55,7 +57,7 @@ func TestUserCommands(t *testing.T) {
 	if err := os.WriteFile(file, []byte("eve:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runUser(t, "", "user", "list", "--htpasswd", file); err == nil || !strings.Contains(err.Error(), `"eve"`) || !strings.Contains(err.Error(), "SHA1") {
+	if _, err := runCmd(t, "", "user", "list", "--htpasswd", file); err == nil || !strings.Contains(err.Error(), `"eve"`) || !strings.Contains(err.Error(), "SHA1") {
 		t.Errorf("weak hash: %v", err)
 	}
 }
