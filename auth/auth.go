@@ -97,21 +97,22 @@ func (AllowAll) Permits(Identity, string, Action) bool { return true }
 // Challenge implements Authorizer.
 func (AllowAll) Challenge(*http.Request, Scope) string { return "" }
 
-type clientAddrKey struct{}
+type proxiedKey struct{}
 
-// WithClientAddr records the caller's address as the server determined it:
-// behind a trusted proxy, from X-Forwarded-For. Per-address limits (failed
-// logins) key on it; otherwise every client behind a load balancer would
-// share the balancer's bucket.
-func WithClientAddr(ctx context.Context, addr string) context.Context {
-	return context.WithValue(ctx, clientAddrKey{}, addr)
+// ViaProxy records that the request came through a proxy the server
+// trusts, and the caller's address that proxy gave (X-Forwarded-For).
+// Per-address limits (failed logins) key on it, or every client behind a
+// load balancer would share the balancer's bucket; headers only such a
+// proxy may set (X-Forwarded-Proto) are believed only then.
+func ViaProxy(ctx context.Context, clientAddr string) context.Context {
+	return context.WithValue(ctx, proxiedKey{}, clientAddr)
 }
 
-// ClientAddr is the caller's address: the one the server recorded, else
+// ClientAddr is the caller's address: the one a trusted proxy gave, else
 // the host of r.RemoteAddr (X-Forwarded-For is never read here: anyone can
 // send it).
 func ClientAddr(r *http.Request) string {
-	if a, ok := r.Context().Value(clientAddrKey{}).(string); ok && a != "" {
+	if a, ok := r.Context().Value(proxiedKey{}).(string); ok && a != "" {
 		return a
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
@@ -121,20 +122,11 @@ func ClientAddr(r *http.Request) string {
 	return host
 }
 
-type trustedProxyKey struct{}
-
-// WithTrustedProxy records that the request's peer is a proxy the server
-// trusts, so headers only such a proxy may set (X-Forwarded-Proto) can be
-// believed; from anyone else they are the caller's say-so.
-func WithTrustedProxy(ctx context.Context) context.Context {
-	return context.WithValue(ctx, trustedProxyKey{}, true)
-}
-
 // ViaTrustedProxy reports whether the server recorded r as coming through
-// a trusted proxy (WithTrustedProxy).
+// a trusted proxy (ViaProxy).
 func ViaTrustedProxy(r *http.Request) bool {
-	v, _ := r.Context().Value(trustedProxyKey{}).(bool)
-	return v
+	_, ok := r.Context().Value(proxiedKey{}).(string)
+	return ok
 }
 
 // OverTLS reports whether the caller's connection is encrypted: TLS to

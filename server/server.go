@@ -160,7 +160,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if peer := remoteAddr(r); s.trusted(peer) {
 			viaProxy = true
 			info.client = s.clientAddr(r, peer, true)
-			ctx = auth.WithTrustedProxy(auth.WithClientAddr(ctx, info.client))
+			ctx = auth.ViaProxy(ctx, info.client)
 		}
 	}
 	if s.requestIDs {

@@ -254,7 +254,7 @@ func TestPlainHTTPWarningIgnoresUntrustedForwardedProto(t *testing.T) {
 			// Served on a non-loopback address, as net/http records it.
 			ctx := context.WithValue(req.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP("192.0.2.10"), Port: 5000})
 			if c.proxy {
-				ctx = auth.WithTrustedProxy(ctx)
+				ctx = auth.ViaProxy(ctx, "198.51.100.7")
 			}
 			fx.clock.Advance(time.Hour)
 			if _, err := fx.svc.Authorize(req.WithContext(ctx), auth.Scope{Repo: "team/app", Actions: []auth.Action{auth.Pull}}); err != nil {
