@@ -78,13 +78,19 @@ func expiryBucket(d time.Duration) time.Duration {
 
 // expiryFor returns the expiry to sign for a URL that must live at least
 // d from now: now+d rounded up to the bucket, so every caller within one
-// bucket gets the same time and the same cached signatures.
+// bucket gets the same time and the same cached signatures. Rounding never
+// carries a URL past MaxExpiry from now: at the cap the expiry is exact
+// (to the second), and signatures are shared per second instead.
 func expiryFor(now time.Time, d time.Duration) time.Time {
+	d = min(d, MaxExpiry)
 	b := expiryBucket(d)
 	t := now.Add(d)
 	r := t.Truncate(b)
 	if r.Before(t) {
 		r = r.Add(b)
+	}
+	if limit := now.Add(MaxExpiry).Truncate(time.Second); r.After(limit) {
+		r = limit
 	}
 	return r
 }

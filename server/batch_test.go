@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -229,6 +231,34 @@ func TestBatchEndpointErrors(t *testing.T) {
 		if c.status == 400 && errorCode(t, body) != "EXPIRY_INVALID" {
 			t.Errorf("expiry %q: code %s", c.query, errorCode(t, body))
 		}
+	}
+
+	// The maximum is a maximum: no URL outlives expiry=604800 (the server
+	// signs on its own clock; Date is whole seconds, so allow one).
+	resp, body := get(t, base+"?expiry=604800")
+	var a batchAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		t.Fatal(err)
+	}
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range a.Blobs {
+		u, err := url.Parse(b.DownloadURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp, err := strconv.ParseInt(u.Query().Get("expires"), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if life := time.Unix(exp, 0).Sub(date); life > registry.MaxExpiry+time.Second {
+			t.Errorf("expiry=604800: %s lives %v, past the maximum", b.Digest, life)
+		}
+	}
+	if life := a.ExpiresAt.Sub(date); life > registry.MaxExpiry+time.Second {
+		t.Errorf("expiry=604800: expiresAt is %v from Date", life)
 	}
 
 	// Unknown repository, unknown tag, unknown digest: byte-identical 404s.
