@@ -71,6 +71,7 @@ var (
 	opBlobOpen               = newOp("blob", "open")
 	opBlobDelete             = newOp("blob", "delete")
 	opBlobUploadBegin        = newOp("blob", "upload_begin")
+	opBlobUploadLock         = newOp("blob", "upload_lock")
 	opBlobUploadAppend       = newOp("blob", "upload_append")
 	opBlobUploadReader       = newOp("blob", "upload_reader")
 	opBlobUploadCommit       = newOp("blob", "upload_commit")
@@ -359,6 +360,13 @@ func (s *uploadStore) Begin(ctx context.Context, u *registry.Upload) error {
 	err := s.up.Begin(ctx, u)
 	done(err)
 	return err
+}
+
+func (s *uploadStore) Lock(ctx context.Context, u *registry.Upload) (func(), error) {
+	ctx, done := s.o.Start(ctx, opBlobUploadLock)
+	unlock, err := s.up.Lock(ctx, u)
+	done(err)
+	return unlock, err
 }
 
 func (s *uploadStore) Append(ctx context.Context, u *registry.Upload, r io.Reader) (int64, error) {

@@ -296,7 +296,10 @@ type Chunk struct {
 // not start at the current offset is refused with 416; a chunk cut short
 // is not recorded, so the session stays where it was.
 func (r *Registry) AppendUpload(ctx context.Context, repo, id string, c Chunk) (*Upload, error) {
-	unlock := r.locks.lock(id)
+	unlock, err := r.lockUpload(ctx, repo, id)
+	if err != nil {
+		return nil, err
+	}
 	defer unlock()
 	u, err := r.Upload(ctx, repo, id)
 	if err != nil {
@@ -356,7 +359,10 @@ func (r *Registry) append(ctx context.Context, u *Upload, c Chunk, persist bool)
 // FinishUpload appends an optional last chunk, verifies the digest and
 // stores the blob. A digest mismatch cancels the session: nothing is kept.
 func (r *Registry) FinishUpload(ctx context.Context, repo, id string, d digest.Digest, c Chunk) (BlobInfo, error) {
-	unlock := r.locks.lock(id)
+	unlock, err := r.lockUpload(ctx, repo, id)
+	if err != nil {
+		return BlobInfo{}, err
+	}
 	defer unlock()
 	u, err := r.Upload(ctx, repo, id)
 	if err != nil {
@@ -436,7 +442,13 @@ func (r *Registry) PutBlob(ctx context.Context, repo string, d digest.Digest, c 
 
 // CancelUpload ends a session and releases its storage.
 func (r *Registry) CancelUpload(ctx context.Context, repo, id string) error {
-	unlock := r.locks.lock(id)
+	unlock, err := r.lockUpload(ctx, repo, id)
+	if errors.Is(err, oci.ErrRangeInvalid) {
+		return oci.Errorf(oci.CodeBlobUploadInvalid, "upload %s is being written by another request", id)
+	}
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	u, err := r.Upload(ctx, repo, id)
 	if err != nil {
@@ -467,12 +479,42 @@ func (r *Registry) ExpireUploads(ctx context.Context, maxAge time.Duration) (int
 	if err != nil {
 		return 0, err
 	}
+	n := 0
 	for _, u := range old {
-		unlock := r.locks.lock(u.ID)
-		r.abort(ctx, u)
-		unlock()
+		unlock, err := r.lockUpload(ctx, u.Repo, u.ID)
+		switch {
+		case err == nil:
+			r.abort(ctx, u)
+			unlock()
+		case errors.Is(err, oci.ErrBlobUploadUnknown):
+			r.abort(ctx, u) // its storage is gone already: forget the row
+		default:
+			continue // written right now (not idle after all)
+		}
+		n++
 	}
-	return len(old), nil
+	return n, nil
+}
+
+// lockUpload holds a session for one request: in this process (waiting),
+// then in the blob store against other processes (not waiting: a request
+// writing the session on another replica gets 416, as a lost race on the
+// offset does). Every read of a session's state that leads to a write is
+// made under it, so no two requests ever write one session's bytes.
+func (r *Registry) lockUpload(ctx context.Context, repo, id string) (func(), error) {
+	unlock := r.locks.lock(id)
+	unlockStore, err := r.blobs.Uploads().Lock(ctx, &Upload{ID: id, Repo: repo})
+	if err != nil {
+		unlock()
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil, oci.ErrBlobUploadUnknown.WithDetail(map[string]string{"uuid": id})
+		case errors.Is(err, ErrConflict):
+			return nil, oci.Errorf(oci.CodeRangeInvalid, "upload %s is being written by another request", id)
+		}
+		return nil, internal("lock upload", err)
+	}
+	return func() { unlockStore(); unlock() }, nil
 }
 
 func marshalHash(h hash.Hash) ([]byte, error) {

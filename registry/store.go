@@ -41,6 +41,15 @@ type ReadSeekCloser = io.ReadSeekCloser
 type UploadStore interface {
 	// Begin prepares storage for a new session and fills u.Backend.
 	Begin(ctx context.Context, u *Upload) error
+	// Lock holds the session against every other writer, in this process
+	// or another sharing the store, until unlock is called: the registry
+	// takes it before it reads a session's state to append or commit, so
+	// that no two requests can ever write one session's bytes at once
+	// (ErrConflict when another holds it). A session whose storage is gone
+	// needs no lock. A store whose writes are fenced otherwise (each S3 part is
+	// checked against its recorded ETag, every object key is unique to its
+	// session) may return a no-op.
+	Lock(ctx context.Context, u *Upload) (unlock func(), err error)
 	// Append writes r at u.Offset and returns the number of bytes written.
 	// On success it may update u.Backend; the caller persists u. Bytes past a
 	// persisted offset (a write the server crashed in the middle of) are
@@ -50,8 +59,10 @@ type UploadStore interface {
 	// them with another algorithm than the one chosen at the start).
 	Reader(ctx context.Context, u *Upload) (io.ReadCloser, error)
 	// Commit makes the session's bytes durable as the blob d and returns its
-	// key. It must not copy the bytes when the backend can avoid it. It is
-	// idempotent: called again for a session it already committed (the
+	// key. It must not copy the bytes when the backend can avoid it, and it
+	// never replaces an object already stored under another session's
+	// commit: when one is, that object stays and its key is returned. It
+	// is idempotent: called again for a session it already committed (the
 	// metadata commit after it failed, the client retried) it returns the
 	// same key.
 	Commit(ctx context.Context, u *Upload, d digest.Digest) (key string, err error)

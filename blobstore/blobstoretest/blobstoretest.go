@@ -31,6 +31,8 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.BlobStore, reopen fu
 	t.Run("CommitIsIdempotent", func(t *testing.T) { testCommitTwice(t, newStore(t)) })
 	t.Run("ConcurrentIdenticalUploads", func(t *testing.T) { testConcurrentIdentical(t, newStore(t)) })
 	t.Run("AbortAndDelete", func(t *testing.T) { testAbortDelete(t, newStore(t)) })
+	t.Run("CommitNeverReplacesABlob", func(t *testing.T) { testNoOverwrite(t, newStore(t)) })
+	t.Run("LockAndRelock", func(t *testing.T) { testLock(t, newStore(t)) })
 	t.Run("OpenMissing", func(t *testing.T) {
 		if _, err := newStore(t).Open(context.Background(), "blobs/sha256/00/"+string(bytes.Repeat([]byte("0"), 64))); !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("Open(missing) = %v, want ErrNotFound", err)
@@ -279,4 +281,50 @@ func testResume(t *testing.T, s registry.BlobStore, reopen func(*testing.T, regi
 		appendAll(t, s2, &u2, data[6<<20-i:6<<20-i+1], 1)
 	}
 	commitAndCheck(t, s2, &u2, data)
+}
+
+// testNoOverwrite: a session that claims a digest its bytes do not have
+// (the registry checks the hash state, a store never re-reads) cannot
+// change the bytes served for a blob already committed under it.
+func testNoOverwrite(t *testing.T, s registry.BlobStore) {
+	good := randomBytes(3000)
+	u := newUpload(t, s)
+	appendAll(t, s, u, good, 3000)
+	key := commitAndCheck(t, s, u, good)
+
+	bad := newUpload(t, s)
+	appendAll(t, s, bad, randomBytes(3000), 3000)
+	if _, err := s.Uploads().Commit(context.Background(), bad, digest.FromBytes(good)); err != nil {
+		t.Fatalf("second Commit of the same digest: %v", err)
+	}
+	f, err := s.Open(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if !bytes.Equal(got, good) {
+		t.Fatalf("blob %s replaced by another session's commit", key)
+	}
+}
+
+// testLock: a session can be locked, released and locked again, and a
+// session committed or aborted can be locked (there is nothing to guard).
+func testLock(t *testing.T, s registry.BlobStore) {
+	ctx := context.Background()
+	u := newUpload(t, s)
+	for range 2 {
+		unlock, err := s.Uploads().Lock(ctx, u)
+		if err != nil {
+			t.Fatalf("Lock: %v", err)
+		}
+		appendAll(t, s, u, []byte("locked bytes"), 4)
+		unlock()
+	}
+	commitAndCheck(t, s, u, []byte("locked byteslocked bytes"))
+	unlock, err := s.Uploads().Lock(ctx, u)
+	if err != nil {
+		t.Fatalf("Lock after Commit: %v", err)
+	}
+	unlock()
 }

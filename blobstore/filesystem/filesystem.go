@@ -96,6 +96,34 @@ func (s *Store) Begin(_ context.Context, u *registry.Upload) error {
 	return f.Close()
 }
 
+// Lock implements registry.UploadStore: an exclusive flock on the session
+// file, so replicas sharing the directory never write one session at
+// once. The lock is held through the open file until unlock closes it.
+func (s *Store) Lock(_ context.Context, u *registry.Upload) (func(), error) {
+	p, err := s.uploadPath(u)
+	if err != nil {
+		return func() {}, nil // an id this store never made: nothing to guard
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		// Committed (a retry of the final PUT after the metadata commit
+		// failed) or aborted: no request can write it any more.
+		return func() {}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ok, err := tryLock(f)
+	if err != nil || !ok {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("filesystem store: upload %s is being written by another request: %w", u.ID, registry.ErrConflict)
+		}
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
 // Append implements registry.UploadStore. The file is truncated to the
 // persisted offset first, dropping the tail of a write that was cut off
 // before its offset was recorded.
@@ -115,6 +143,11 @@ func (s *Store) Append(_ context.Context, u *registry.Upload, r io.Reader) (int6
 	st, err := f.Stat()
 	if err != nil {
 		return 0, err
+	}
+	if links(st) > 1 {
+		// The session is already a blob (a commit was cut off between its
+		// link and its unlink): writing would change the blob's bytes.
+		return 0, fmt.Errorf("filesystem store: upload %s is committed: %w", u.ID, registry.ErrNotFound)
 	}
 	if st.Size() < u.Offset {
 		// Bytes we acknowledged are gone (a power loss before the page
@@ -198,33 +231,45 @@ func Key(d digest.Digest) string {
 	return "blobs/" + string(d.Algorithm()) + "/" + enc[:2] + "/" + enc
 }
 
-// Commit implements registry.UploadStore: fsync, then an atomic rename into
-// the content-addressed path, then fsync of the directory, so a crash leaves
-// either no blob or the whole blob. Two identical uploads rename the same
-// bytes onto the same path: the result is one blob.
+// Commit implements registry.UploadStore: fsync, then a hard link at the
+// content-addressed path, then the session's name is removed and both
+// directories are fsynced, so a crash leaves either no blob or the whole
+// blob. link never replaces a file: when the path holds a blob already
+// (an identical upload, or a session whose bytes do not match what it
+// claims) that blob stays, verified when it was placed, and ours is
+// dropped. A rename would have replaced it.
 func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (string, error) {
 	p, err := s.uploadPath(u)
 	if err != nil {
 		return "", err
 	}
 	key := Key(d)
+	dst, err := s.path(key)
+	if err != nil {
+		return "", err
+	}
 	f, err := os.OpenFile(p, os.O_WRONLY, 0)
 	if err != nil {
 		// Committed before and the metadata commit failed: the session
-		// file is already the blob d (verified before it was renamed).
+		// file is already the blob d (verified before it was linked).
 		// Commit is idempotent.
 		if errors.Is(err, os.ErrNotExist) {
-			if dst, perr := s.path(key); perr == nil {
-				if st, serr := os.Stat(dst); serr == nil && st.Size() == u.Offset {
-					return key, nil
-				}
+			if st, serr := os.Stat(dst); serr == nil && st.Size() == u.Offset {
+				return key, nil
 			}
 		}
 		return "", err
 	}
-	if err := f.Truncate(u.Offset); err != nil {
+	st, err := f.Stat()
+	if err != nil {
 		f.Close()
 		return "", err
+	}
+	if links(st) == 1 { // a second name means the bytes are a blob already
+		if err := f.Truncate(u.Offset); err != nil {
+			f.Close()
+			return "", err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
@@ -233,21 +278,42 @@ func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (
 	if err := f.Close(); err != nil {
 		return "", err
 	}
-	dst, err := s.path(key)
-	if err != nil {
-		return "", err
-	}
 	dir := filepath.Dir(dst)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	if err := os.Rename(p, dst); err != nil {
+	if err := os.Link(p, dst); err != nil {
+		if !errors.Is(err, os.ErrExist) {
+			return "", err
+		}
+		if err := sameBlob(dst, st, u.Offset); err != nil {
+			return "", err
+		}
+	} else if err := syncDir(dir); err != nil {
 		return "", err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if err := syncDir(filepath.Dir(p)); err != nil {
 		return "", err
 	}
 	return key, nil
+}
+
+// sameBlob decides a commit whose content-addressed path is taken:
+// the stored blob wins. It must have the session's size (the digest names
+// the bytes, and so their length); anything else is a damaged store,
+// refused rather than recorded with the wrong size.
+func sameBlob(dst string, sess os.FileInfo, size int64) error {
+	have, err := os.Stat(dst)
+	if err != nil {
+		return err
+	}
+	if os.SameFile(have, sess) || have.Size() == size {
+		return nil
+	}
+	return fmt.Errorf("filesystem store: %s holds %d bytes, the upload %d: the stored blob is damaged", dst, have.Size(), size)
 }
 
 // Abort implements registry.UploadStore.

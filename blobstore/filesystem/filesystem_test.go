@@ -1,6 +1,8 @@
 package filesystem_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/wharf-registry/wharf/blobstore/blobstoretest"
@@ -34,4 +36,37 @@ func TestInvalidKeys(t *testing.T) {
 			t.Errorf("Open(%q) succeeded", key)
 		}
 	}
+}
+
+// TestLockExcludesOtherProcesses: two stores on one directory (replicas
+// sharing it) cannot lock one session at once; the lock goes with its
+// holder.
+func TestLockExcludesOtherProcesses(t *testing.T) {
+	dir := t.TempDir()
+	a, err := filesystem.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := filesystem.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	u := &registry.Upload{ID: "racing-session"}
+	if err := a.Begin(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := a.Lock(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lock(ctx, u); !errors.Is(err, registry.ErrConflict) {
+		t.Fatalf("second Lock while the first is held: %v, want ErrConflict", err)
+	}
+	unlock()
+	unlock2, err := b.Lock(ctx, u)
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	unlock2()
 }

@@ -559,6 +559,13 @@ func (s *Store) uploadPrefix(u *registry.Upload) (string, error) {
 // BlobKey is where the upload with this id puts its blob.
 func (s *Store) BlobKey(uploadID string) string { return s.prefix + "blobs/" + uploadID }
 
+// Lock implements registry.UploadStore as a no-op: S3 fences writers by
+// itself. Every tail segment has a key of its own, completing the upload
+// checks each part against the ETag its recorded state names (a part
+// another request overwrote fails the completion), and a session's object
+// key is unique to it, so no commit can replace another's blob.
+func (s *Store) Lock(context.Context, *registry.Upload) (func(), error) { return func() {}, nil }
+
 // Begin implements registry.UploadStore: it creates the multipart upload
 // of the blob's final object, so the id is persisted with the session and
 // an abandoned session can always be aborted.

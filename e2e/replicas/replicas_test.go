@@ -45,6 +45,7 @@ type cluster struct {
 	a, b    *replica
 	lb      string // http://127.0.0.1:port
 	storage string
+	shared  string // the replicas' shared directory (blobs under blobs/ on the filesystem)
 }
 
 func freePort(t *testing.T) int {
@@ -177,7 +178,7 @@ func start(t *testing.T, storage string) *cluster {
 	}
 	shared := filepath.Join(dir, "shared")
 	env := storageEnv(t, storage, shared)
-	c := &cluster{storage: storage}
+	c := &cluster{storage: storage, shared: shared}
 	// Both start at once: migrations run once (advisory lock), both
 	// agree on one signing key (atomic creation).
 	c.a = startReplica(t, bin, "a", dsn, shared, env)
@@ -349,6 +350,8 @@ func testReplicas(t *testing.T, c *cluster) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	})
+
+	t.Run("RacingWritesNeverCorruptABlob", func(t *testing.T) { testRacingWrites(t, c) })
 
 	t.Run("ChunkedUploadAlternatingReplicas", func(t *testing.T) {
 		// 10 MiB in 256 KiB chunks: on S3 the session crosses a part
