@@ -128,7 +128,9 @@ func (e *MissingReferencesError) Error() string { return "manifest references un
 type MetadataStore interface {
 	// RepoBlob returns a blob the repository may serve.
 	RepoBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error)
-	// Blob returns a blob known to the registry, in any repository.
+	// Blob returns a blob that some repository still serves (the signed
+	// download route: a URL stops working with the blob's last link,
+	// before garbage collection removes the bytes).
 	Blob(ctx context.Context, d digest.Digest) (BlobInfo, error)
 	// ManifestBlobs returns the blobs a manifest references that the
 	// repository still serves, in no particular order.

@@ -129,3 +129,45 @@ func TestBatchEndpointInvalidNameIs404(t *testing.T) {
 		t.Errorf("manifest GET with an invalid name: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestSignedURLEndsWithLastLink: a signed URL serves its blob while some
+// repository links it; once the blob is deleted from every repository the
+// URL answers 404 at once, long before it expires or GC removes the bytes.
+func TestSignedURLEndsWithLastLink(t *testing.T) {
+	r := wharftest.Start(t, wharftest.Options{Redirect: true})
+	img := pushImage(t, r, "revoke/a:v1", 1)
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	// The same blob in a second repository (mounted).
+	resp, err := http.Post(r.URL+"/v2/revoke/b/blobs/uploads/?mount="+d.String()+"&from=revoke/a", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("mount: %d", resp.StatusCode)
+	}
+	redirect, _ := get(t, r.URL+"/v2/revoke/a/blobs/"+d.String())
+	signed := redirect.Header.Get("Location")
+	if redirect.StatusCode != http.StatusTemporaryRedirect || signed == "" {
+		t.Fatalf("redirect: %d %q", redirect.StatusCode, signed)
+	}
+	for i, repo := range []string{"revoke/a", "revoke/b"} {
+		if resp, _ := get(t, signed); resp.StatusCode != http.StatusOK {
+			t.Fatalf("signed URL with %d link(s) left: %d, want 200", 2-i, resp.StatusCode)
+		}
+		req, _ := http.NewRequest("DELETE", r.URL+"/v2/"+repo+"/blobs/"+d.String(), nil)
+		dresp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dresp.Body.Close()
+		if dresp.StatusCode != http.StatusAccepted {
+			t.Fatalf("DELETE %s: %d", repo, dresp.StatusCode)
+		}
+	}
+	resp, body := get(t, signed)
+	if resp.StatusCode != http.StatusNotFound || errorCode(t, body) != "BLOB_UNKNOWN" {
+		t.Fatalf("signed URL after the last link went: %d %s, want 404 BLOB_UNKNOWN", resp.StatusCode, body)
+	}
+}

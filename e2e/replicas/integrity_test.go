@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -142,4 +143,30 @@ func verifyStoredBlobs(t *testing.T, root string) {
 		t.Fatalf("no blobs found under %s", root)
 	}
 	t.Logf("%d stored blobs verified", n)
+}
+
+// testRevokeAcrossReplicas: a signed URL of the registry's own route stops
+// working on every replica the moment the blob's last link is deleted on
+// any one (every download reads the shared database). S3 pre-signed URLs
+// cannot be revoked that way: they end when they expire or GC deletes
+// the object (README, "What a signed URL protects").
+func testRevokeAcrossReplicas(t *testing.T, c *cluster) {
+	A, B := "http://"+c.a.addr, "http://"+c.b.addr
+	pushImage(t, A, "revoke/app", "v1", "revoked across replicas")
+	var urls struct {
+		Blobs []struct {
+			Digest      string `json:"digest"`
+			Kind        string `json:"kind"`
+			DownloadURL string `json:"downloadUrl"`
+		} `json:"blobs"`
+	}
+	if err := json.Unmarshal(expect(t, do(t, "GET", A+"/v2/revoke/app/manifests/v1/blobs", nil, nil), 200), &urls); err != nil {
+		t.Fatal(err)
+	}
+	layer := urls.Blobs[len(urls.Blobs)-1]
+	expect(t, do(t, "GET", on(B, layer.DownloadURL), nil, nil), 200)
+	expect(t, do(t, "DELETE", B+"/v2/revoke/app/blobs/"+layer.Digest, nil, nil), 202)
+	for _, base := range []string{A, B} {
+		expect(t, do(t, "GET", on(base, layer.DownloadURL), nil, nil), 404)
+	}
 }

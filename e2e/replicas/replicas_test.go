@@ -352,6 +352,9 @@ func testReplicas(t *testing.T, c *cluster) {
 	})
 
 	t.Run("RacingWritesNeverCorruptABlob", func(t *testing.T) { testRacingWrites(t, c) })
+	if c.storage == "filesystem" {
+		t.Run("SignedURLRevokedOnEveryReplica", func(t *testing.T) { testRevokeAcrossReplicas(t, c) })
+	}
 
 	t.Run("ChunkedUploadAlternatingReplicas", func(t *testing.T) {
 		// 10 MiB in 256 KiB chunks: on S3 the session crosses a part

@@ -79,6 +79,14 @@ func testBlobs(t *testing.T, m registry.MetadataStore) {
 	if _, err := m.Blob(ctx, dg("x")); err != nil {
 		t.Fatalf("Blob after unlink from one repo: %v", err)
 	}
+	// The last link gone, the blob is no longer served by digest (its
+	// signed URLs stop working) though its row waits for GC.
+	if err := m.UnlinkBlob(ctx, "b", dg("x")); err != nil {
+		t.Fatalf("UnlinkBlob: %v", err)
+	}
+	if _, err := m.Blob(ctx, dg("x")); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("Blob after its last link went = %v, want ErrNotFound", err)
+	}
 }
 
 func testDedupe(t *testing.T, m registry.MetadataStore) {

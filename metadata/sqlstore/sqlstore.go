@@ -216,7 +216,8 @@ func (s *Store) RepoBlob(ctx context.Context, repo string, d digest.Digest) (reg
 // Blob implements registry.MetadataStore.
 func (s *Store) Blob(ctx context.Context, d digest.Digest) (registry.BlobInfo, error) {
 	info := registry.BlobInfo{Digest: d}
-	err := s.read.QueryRowContext(ctx, s.q(`SELECT size, storage_key FROM blobs WHERE digest = ?`), string(d)).Scan(&info.Size, &info.Key)
+	err := s.read.QueryRowContext(ctx, s.q(`SELECT size, storage_key FROM blobs WHERE digest = ?
+		AND EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?)`), string(d), string(d)).Scan(&info.Size, &info.Key)
 	return info, notFound(err)
 }
 
