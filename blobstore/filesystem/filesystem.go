@@ -31,7 +31,8 @@ var (
 // New returns a store rooted at dir, creating its directories.
 func New(dir string) (*Store, error) {
 	for _, sub := range []string{"blobs", "uploads"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+		// Blobs of private repositories: this user's only.
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("filesystem store: %w", err)
 		}
 	}
@@ -89,7 +90,7 @@ func (s *Store) Begin(_ context.Context, u *registry.Upload) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
@@ -279,7 +280,7 @@ func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (
 		return "", err
 	}
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	if err := os.Link(p, dst); err != nil {

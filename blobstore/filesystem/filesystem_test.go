@@ -1,9 +1,14 @@
 package filesystem_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io/fs"
+	"path/filepath"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/wharf-registry/wharf/blobstore/blobstoretest"
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
@@ -69,4 +74,53 @@ func TestLockExcludesOtherProcesses(t *testing.T) {
 		t.Fatalf("Lock after release: %v", err)
 	}
 	unlock2()
+}
+
+// TestPrivateFiles: blob and upload files, and the directories the store
+// creates, are this user's only.
+func TestPrivateFiles(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "data", "blobs")
+	s, err := filesystem.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	u := &registry.Upload{ID: "private"}
+	if err := s.Begin(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("private bytes")
+	n, err := s.Append(ctx, u, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Offset = n
+	open := &registry.Upload{ID: "open"}
+	if err := s.Begin(ctx, open); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, u, digest.FromBytes(body)); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	err = filepath.WalkDir(filepath.Dir(root), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v: readable by other users", p, fi.Mode().Perm())
+		}
+		seen++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen < 7 { // data, blobs, blobs/blobs/sha256/xx/<blob>, uploads, uploads/open
+		t.Fatalf("walked only %d paths", seen)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -34,7 +35,14 @@ func Migrations() ([]sqlstore.Migration, error) {
 // Writes go through one connection, since SQLite has one writer anyway and
 // waiting in Go is cheaper than SQLITE_BUSY retries; reads use a pool.
 func Open(ctx context.Context, path string) (*sqlstore.Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	// Private images' metadata: readable by this user only. SQLite gives
+	// the -wal and -shm files the database file's mode.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
+		f.Close()
+	} else if !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	pragmas := url.Values{}

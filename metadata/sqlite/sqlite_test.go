@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -41,5 +42,38 @@ func TestReopen(t *testing.T) {
 	defer s.Close()
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPrivateFiles: the database and its WAL files are this user's only
+// (they hold private repositories' manifests), and so is a directory the
+// store creates for them.
+func TestPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s, err := sqlite.Open(context.Background(), filepath.Join(dir, "wharf.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range append([]string{dir}, func() (ps []string) {
+		for _, e := range entries {
+			ps = append(ps, filepath.Join(dir, e.Name()))
+		}
+		return
+	}()...) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v: readable by other users", p, fi.Mode().Perm())
+		}
+	}
+	if len(entries) < 2 {
+		t.Fatalf("expected the database and its WAL files, found %v", entries)
 	}
 }
