@@ -214,6 +214,12 @@ type Limits struct {
 	// ConcurrentUploads caps upload requests in flight (429 above).
 	ConcurrentUploads  int   `yaml:"concurrent_uploads" doc:"upload requests (POST, PATCH, PUT with blob bytes) served at once; more get 429 with Retry-After (0: no cap)"`
 	UploadBodyMaxBytes int64 `yaml:"upload_body_max_bytes" doc:"largest body of one upload request (413 SIZE_INVALID above; 0: no limit)"`
+	// Per caller and per body, so that slow or many uploads of one client
+	// cannot hold every slot.
+	ConcurrentUploadsPerClient int           `yaml:"concurrent_uploads_per_client" doc:"upload requests one caller (user, else client address) may have in flight; more get 429 (0: no cap)"`
+	UploadMinRate              int64         `yaml:"upload_min_rate" doc:"an upload body delivering fewer bytes per second than this over upload_rate_window is cut off (0: no minimum)"`
+	UploadRateWindow           time.Duration `yaml:"upload_rate_window" doc:"window over which upload_min_rate is judged"`
+	UploadMaxDuration          time.Duration `yaml:"upload_max_duration" doc:"longest time one upload request's body may take (0: no limit)"`
 }
 
 // Rate configures per-caller rate limits (requests per second and burst,
@@ -251,6 +257,7 @@ func Default() Config {
 		Metadata: Metadata{Driver: "sqlite", Postgres: Postgres{MaxConns: 16}},
 		GC:       GC{ReviewDelay: 24 * time.Hour, Untagged: "keep", UntaggedAfter: 24 * time.Hour},
 		Limits: Limits{ManifestMaxBytes: 4 << 20, UploadMaxAge: 24 * time.Hour, ConcurrentUploads: 1000,
+			ConcurrentUploadsPerClient: 64, UploadMinRate: 1024, UploadRateWindow: time.Minute, UploadMaxDuration: 2 * time.Hour,
 			Rate: Rate{Clients: 10000}},
 		HTTP: HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second,
 			RequestTimeout: time.Minute, TransferIdleTimeout: time.Minute, DrainDelay: 5 * time.Second, RequestID: true},

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // validateProduction checks metrics.*, tracing.*, log.access, the HTTP
@@ -37,6 +38,12 @@ func (c Config) validateProduction() []error {
 	}
 	if l.ConcurrentUploads < 0 || l.UploadBodyMaxBytes < 0 {
 		errs = append(errs, errors.New("limits.concurrent_uploads and limits.upload_body_max_bytes must not be negative"))
+	}
+	if l.ConcurrentUploadsPerClient < 0 || l.UploadMinRate < 0 || l.UploadMaxDuration < 0 {
+		errs = append(errs, errors.New("limits.concurrent_uploads_per_client, limits.upload_min_rate and limits.upload_max_duration must not be negative"))
+	}
+	if l.UploadMinRate > 0 && l.UploadRateWindow < time.Second {
+		errs = append(errs, fmt.Errorf("limits.upload_rate_window %s: want 1s or more", l.UploadRateWindow))
 	}
 	if t := c.Tracing; t.Enabled {
 		if !(t.SampleRatio >= 0 && t.SampleRatio <= 1) {

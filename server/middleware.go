@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -229,17 +232,22 @@ func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, reason string, 
 func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user string) (release func(), ok bool) {
 	if s.limiter != nil {
 		if action := limitAction(m.Route, r.Method); action != "" {
-			key := "user:" + user
-			if user == "" {
-				key = "addr:" + auth.ClientAddr(r) // X-Forwarded-For via a trusted proxy
-			}
-			if ok, after := s.limiter.Allow(action, key); !ok {
+			if ok, after := s.limiter.Allow(action, callerKey(r, user)); !ok {
 				s.tooMany(w, r, "rate", after, action+" rate limit exceeded; retry later")
 				return nil, false
 			}
 		}
 	}
 	if isUploadBody(m.Route, r.Method) {
+		// Refused here, the body goes unread: close the connection after
+		// the answer instead of draining it first (net/http would read up
+		// to 256 KiB of a slow body before answering at all).
+		w.Header().Set("Connection", "close")
+		defer func() {
+			if ok {
+				w.Header().Del("Connection")
+			}
+		}()
 		if s.maxUploadBody > 0 {
 			if r.ContentLength > s.maxUploadBody {
 				s.writeError(w, r, oci.Errorf(oci.CodeSizeInvalid, "request body over %d bytes", s.maxUploadBody).WithStatus(http.StatusRequestEntityTooLarge))
@@ -247,15 +255,66 @@ func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user 
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, s.maxUploadBody)
 		}
+		client := callerKey(r, user)
+		if !s.perClient.acquire(client) {
+			s.tooMany(w, r, "uploads", time.Second, "too many uploads in progress from this client; retry later")
+			return nil, false
+		}
 		n := s.uploads.Add(1)
 		if s.maxUploads > 0 && n > int64(s.maxUploads) {
 			s.uploads.Add(-1)
+			s.perClient.release(client)
 			s.tooMany(w, r, "uploads", time.Second, "too many uploads in progress; retry later")
 			return nil, false
 		}
-		return func() { s.uploads.Add(-1) }, true
+		return func() { s.uploads.Add(-1); s.perClient.release(client) }, true
 	}
 	return nil, true
+}
+
+// callerKey names whom a per-caller limit counts: the authenticated user,
+// else the client address (X-Forwarded-For via a trusted proxy).
+func callerKey(r *http.Request, user string) string {
+	if user != "" {
+		return "user:" + user
+	}
+	return "addr:" + auth.ClientAddr(r)
+}
+
+// clientCounts counts requests in flight per caller. An entry lives only
+// while its caller has a request in flight, so the map is bounded by the
+// requests being served, never by how many callers there have been.
+type clientCounts struct {
+	max int // 0: no cap (nothing is counted)
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func (c *clientCounts) acquire(key string) bool {
+	if c.max <= 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	if c.n[key] >= c.max {
+		return false
+	}
+	c.n[key]++
+	return true
+}
+
+func (c *clientCounts) release(key string) {
+	if c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[key]--; c.n[key] <= 0 {
+		delete(c.n, key)
+	}
 }
 
 // isUploadBody reports whether the request carries blob bytes.
@@ -288,9 +347,12 @@ func streams(route Route) bool {
 
 // setDeadlines arms the connection's deadlines for one request: a total
 // deadline for requests that move no blob bytes, idle deadlines
-// (extended as bytes move) for those that do.
+// (extended as bytes move) for those that do, and for upload bodies a
+// minimum rate and a total duration.
 func (s *Server) setDeadlines(w http.ResponseWriter, r *http.Request, rw *responseWriter, route Route) {
-	if s.requestTimeout <= 0 && s.idleTimeout <= 0 {
+	upload := r.Body != nil && r.Body != http.NoBody && isUploadBody(route, r.Method)
+	limited := upload && (s.minUploadRate > 0 || s.maxUploadTime > 0)
+	if s.requestTimeout <= 0 && s.idleTimeout <= 0 && !limited {
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -302,35 +364,86 @@ func (s *Server) setDeadlines(w http.ResponseWriter, r *http.Request, rw *respon
 		}
 		return
 	}
-	if s.idleTimeout <= 0 {
+	if s.idleTimeout <= 0 && !limited {
 		// No idle limit: clear what an earlier request on this connection set.
 		_ = rc.SetWriteDeadline(time.Time{})
 		return
 	}
-	rw.idle, rw.rc = s.idleTimeout, rc
-	_ = rc.SetWriteDeadline(time.Now().Add(s.idleTimeout))
-	if r.Body != nil && r.Body != http.NoBody {
-		_ = rc.SetReadDeadline(time.Now().Add(s.idleTimeout))
-		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, idle: s.idleTimeout}
+	now := time.Now()
+	if s.idleTimeout > 0 {
+		rw.idle, rw.rc = s.idleTimeout, rc
+		_ = rc.SetWriteDeadline(now.Add(s.idleTimeout))
 	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	b := &transferBody{ReadCloser: r.Body, rc: rc, idle: s.idleTimeout, windowStart: now}
+	if limited {
+		b.minRate, b.window = s.minUploadRate, s.rateWindow
+		if b.window <= 0 {
+			b.window = DefaultTransferRateWindow
+		}
+		if s.maxUploadTime > 0 {
+			b.end = now.Add(s.maxUploadTime)
+		}
+	}
+	b.extend(now)
+	r.Body = b
 }
 
-// idleBody extends the read deadline before every read: a client that
-// stops sending for idle is cut off, one that keeps sending never is.
-type idleBody struct {
+// DefaultTransferRateWindow is the window over which an upload body's
+// minimum rate is judged when none is set.
+const DefaultTransferRateWindow = time.Minute
+
+// transferBody keeps a request body's deadlines: the read deadline moves
+// with every read (a client that stops sending for idle is cut off, one
+// that keeps sending is not), never past end (the body's total duration),
+// and a body that delivers less than minRate per window is cut off too.
+type transferBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
 	idle time.Duration
-	last time.Time
+	last time.Time // when the deadlines were last moved
+	end  time.Time // zero: no total bound
+
+	minRate     int64 // bytes per second; 0: none
+	window      time.Duration
+	windowStart time.Time
+	windowBytes int64
 }
 
-func (b *idleBody) Read(p []byte) (int, error) {
+// ErrUploadTooSlow cuts an upload body under the minimum rate. It is a
+// deadline error: the client is too slow, the registry is fine.
+var ErrUploadTooSlow = fmt.Errorf("upload body under the minimum transfer rate: %w", os.ErrDeadlineExceeded)
+
+func (b *transferBody) Read(p []byte) (int, error) {
+	now := time.Now()
+	if b.minRate > 0 && now.Sub(b.windowStart) >= b.window {
+		if b.windowBytes < b.minRate*int64(b.window/time.Second) {
+			return 0, ErrUploadTooSlow
+		}
+		b.windowStart, b.windowBytes = now, 0
+	}
 	// Re-arming costs a timer update; do it at most every idle/8.
-	if now := time.Now(); now.Sub(b.last) > b.idle/8 {
-		b.last = now
-		_ = b.rc.SetReadDeadline(now.Add(b.idle))
-		// The answer comes after the body: keep the write side alive too.
+	if b.idle > 0 && now.Sub(b.last) > b.idle/8 {
+		b.extend(now)
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.windowBytes += int64(n)
+	return n, err
+}
+
+// extend moves the read deadline to now+idle, capped at end, and keeps
+// the write side alive for the answer that follows the body.
+func (b *transferBody) extend(now time.Time) {
+	b.last = now
+	var read time.Time
+	if b.idle > 0 {
+		read = now.Add(b.idle)
 		_ = b.rc.SetWriteDeadline(now.Add(2 * b.idle))
 	}
-	return b.ReadCloser.Read(p)
+	if !b.end.IsZero() && (read.IsZero() || b.end.Before(read)) {
+		read = b.end
+	}
+	_ = b.rc.SetReadDeadline(read)
 }

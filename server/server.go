@@ -57,6 +57,18 @@ type Options struct {
 	// MaxUploadBody bounds the body of one upload request (413 above);
 	// 0: no bound.
 	MaxUploadBody int64
+	// MaxUploadsPerClient caps one caller's (user's, else client
+	// address's) concurrent upload requests, so one client cannot take
+	// every slot of MaxUploads; more get 429. 0: no cap.
+	MaxUploadsPerClient int
+	// MinUploadRate cuts an upload body that delivers fewer than this many
+	// bytes per second over a TransferRateWindow (one byte a minute would
+	// otherwise hold a slot forever). 0: no minimum.
+	MinUploadRate      int64
+	TransferRateWindow time.Duration
+	// MaxUploadDuration bounds how long one upload request's body may
+	// take in all, however steadily it moves. 0: no bound.
+	MaxUploadDuration time.Duration
 	// RequestIDs sets X-Request-Id on every response and in every log
 	// line of the request. An incoming X-Request-Id is kept only from a
 	// peer in TrustedProxies (which also name whose X-Forwarded-For is
@@ -100,6 +112,10 @@ type Server struct {
 	maxUploads     int
 	maxUploadBody  int64
 	uploads        atomic.Int64
+	perClient      clientCounts
+	minUploadRate  int64
+	rateWindow     time.Duration
+	maxUploadTime  time.Duration
 	requestIDs     bool
 	trustedProxies []netip.Prefix
 	accessLevel    slog.Level
@@ -118,6 +134,8 @@ func New(o Options) *Server {
 		observer: o.Observer, limiter: o.Limiter, maxUploads: o.MaxUploads, maxUploadBody: o.MaxUploadBody, requestIDs: o.RequestIDs,
 		trustedProxies: o.TrustedProxies, accessLevel: o.AccessLog, accessOff: o.AccessLogOff,
 		requestTimeout: o.RequestTimeout, idleTimeout: o.IdleTimeout,
+		perClient: clientCounts{max: o.MaxUploadsPerClient}, minUploadRate: o.MinUploadRate,
+		rateWindow: o.TransferRateWindow, maxUploadTime: o.MaxUploadDuration,
 		tracer: o.Tracer, propagator: o.Propagator,
 	}
 	if s.tracer != nil && s.propagator == nil {

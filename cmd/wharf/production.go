@@ -117,6 +117,9 @@ func (o *ops) serverOptions(so *server.Options) error {
 	}
 	so.MaxUploads = cfg.Limits.ConcurrentUploads
 	so.MaxUploadBody = cfg.Limits.UploadBodyMaxBytes
+	so.MaxUploadsPerClient = cfg.Limits.ConcurrentUploadsPerClient
+	so.MinUploadRate, so.TransferRateWindow = cfg.Limits.UploadMinRate, cfg.Limits.UploadRateWindow
+	so.MaxUploadDuration = cfg.Limits.UploadMaxDuration
 	so.RequestIDs = cfg.HTTP.RequestID
 	proxies, err := config.ParseCIDRs(cfg.HTTP.TrustedProxies)
 	if err != nil {
