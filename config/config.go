@@ -209,6 +209,9 @@ type SQLite struct {
 type Limits struct {
 	ManifestMaxBytes int64         `yaml:"manifest_max_bytes" doc:"largest manifest accepted (413 above)"`
 	UploadMaxAge     time.Duration `yaml:"upload_max_age" doc:"idle upload sessions older than this are aborted"`
+	// ManifestMaxReferences bounds the work of one manifest PUT: each
+	// reference is looked up in the metadata store.
+	ManifestMaxReferences int `yaml:"manifest_max_references" doc:"most blobs and child manifests one manifest may reference (400 MANIFEST_INVALID above)"`
 	// Rate limits, per caller (authenticated user, else client address).
 	Rate Rate `yaml:"rate"`
 	// ConcurrentUploads caps upload requests in flight (429 above).
@@ -256,7 +259,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", S3: S3{Region: "us-east-1", PartSize: 8 << 20}},
 		Metadata: Metadata{Driver: "sqlite", Postgres: Postgres{MaxConns: 16}},
 		GC:       GC{ReviewDelay: 24 * time.Hour, Untagged: "keep", UntaggedAfter: 24 * time.Hour},
-		Limits: Limits{ManifestMaxBytes: 4 << 20, UploadMaxAge: 24 * time.Hour, ConcurrentUploads: 1000,
+		Limits: Limits{ManifestMaxBytes: 4 << 20, ManifestMaxReferences: 10000, UploadMaxAge: 24 * time.Hour, ConcurrentUploads: 1000,
 			ConcurrentUploadsPerClient: 64, UploadMinRate: 1024, UploadRateWindow: time.Minute, UploadMaxDuration: 2 * time.Hour,
 			Rate: Rate{Clients: 10000}},
 		HTTP: HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second,
@@ -351,6 +354,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.ManifestMaxBytes <= 0 {
 		errs = append(errs, errors.New("limits.manifest_max_bytes must be positive"))
+	}
+	if c.Limits.ManifestMaxReferences <= 0 {
+		errs = append(errs, errors.New("limits.manifest_max_references must be positive"))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -31,6 +31,11 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	if ref.IsDigest() && m.Digest != ref.Digest {
 		return nil, oci.Errorf(oci.CodeDigestInvalid, "manifest has digest %s, not %s", m.Digest, ref.Digest)
 	}
+	if n := len(m.Layers) + len(m.Manifests) + 1; n > r.opts.MaxManifestReferences {
+		// Checked before the store is asked: each reference costs a lookup.
+		return nil, oci.Errorf(oci.CodeManifestInvalid, "manifest has %d references, over the limit of %d", n, r.opts.MaxManifestReferences).
+			WithDetail(map[string]int{"references": n, "limit": r.opts.MaxManifestReferences})
+	}
 	nm := NewManifest{
 		Record: ManifestRecord{
 			Digest: m.Digest, MediaType: m.MediaType, Payload: payload,
@@ -44,12 +49,8 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	if m.Subject != nil {
 		nm.Record.Subject = m.Subject.Digest
 	}
-	for _, b := range m.Blobs() {
-		nm.Blobs = appendUnique(nm.Blobs, b.Digest)
-	}
-	for _, c := range m.Manifests {
-		nm.Children = appendUnique(nm.Children, c.Digest)
-	}
+	nm.Blobs = uniqueDigests(m.Blobs())
+	nm.Children = uniqueDigests(m.Manifests)
 	if err := r.meta.PutManifest(ctx, repo, nm); err != nil {
 		var missing *MissingReferencesError
 		if errors.As(err, &missing) {
@@ -70,22 +71,33 @@ func manifestTooLarge(limit int64) *oci.Error {
 // (413 MANIFEST_INVALID), for callers that find out while reading it.
 func ManifestTooLarge(limit int64) error { return manifestTooLarge(limit) }
 
+// maxMissingListed bounds the digests a MANIFEST_BLOB_UNKNOWN error lists:
+// the answer to a manifest of thousands of unknown layers stays small.
+const maxMissingListed = 10
+
 func missingError(m *MissingReferencesError) *oci.Error {
-	if len(m.Blobs) > 0 {
-		return oci.Errorf(oci.CodeManifestBlobUnknown, "manifest references blob %s, unknown to this repository", m.Blobs[0]).
-			WithDetail(map[string]any{"digest": m.Blobs[0], "missing": m.Blobs})
+	what, list := "manifest references blob %s, unknown to this repository", m.Blobs
+	if len(list) == 0 {
+		what, list = "index references manifest %s, unknown to this repository", m.Manifests
 	}
-	return oci.Errorf(oci.CodeManifestBlobUnknown, "index references manifest %s, unknown to this repository", m.Manifests[0]).
-		WithDetail(map[string]any{"digest": m.Manifests[0], "missing": m.Manifests})
+	return oci.Errorf(oci.CodeManifestBlobUnknown, what, list[0]).
+		WithDetail(map[string]any{"digest": list[0], "missing": list[:min(len(list), maxMissingListed)], "missingCount": len(list)})
 }
 
-func appendUnique(s []digest.Digest, d digest.Digest) []digest.Digest {
-	for _, x := range s {
-		if x == d {
-			return s
+// uniqueDigests returns the digests of ds in order, each once.
+func uniqueDigests(ds []oci.Descriptor) []digest.Digest {
+	if len(ds) == 0 {
+		return nil
+	}
+	seen := make(map[digest.Digest]struct{}, len(ds))
+	out := make([]digest.Digest, 0, len(ds))
+	for _, d := range ds {
+		if _, ok := seen[d.Digest]; !ok {
+			seen[d.Digest] = struct{}{}
+			out = append(out, d.Digest)
 		}
 	}
-	return append(s, d)
+	return out
 }
 
 // Manifest returns a manifest by tag or digest, from the cache when it can.

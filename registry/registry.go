@@ -27,6 +27,10 @@ import (
 type Options struct {
 	// MaxManifestBytes bounds a manifest body (default 4 MiB).
 	MaxManifestBytes int64
+	// MaxManifestReferences bounds the blobs and child manifests one
+	// manifest may reference (default DefaultMaxManifestReferences): each
+	// costs a lookup when the manifest is pushed.
+	MaxManifestReferences int
 	// ManifestCacheEntries bounds the in-memory manifest cache (default 10000).
 	ManifestCacheEntries int
 	// Logger receives warnings about cleanup that failed after the fact.
@@ -40,6 +44,11 @@ type Options struct {
 
 // DefaultMaxManifestBytes is the manifest size limit when none is set.
 const DefaultMaxManifestBytes = 4 << 20
+
+// DefaultMaxManifestReferences is the reference limit when none is set:
+// far above real images (a few hundred layers at most), far below the
+// ~37,000 descriptors that fit in 4 MiB.
+const DefaultMaxManifestReferences = 10000
 
 // Registry implements the distribution spec's operations.
 type Registry struct {
@@ -88,6 +97,9 @@ const blobInfoTTL = 10 * time.Second
 func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
 	if opts.MaxManifestBytes <= 0 {
 		opts.MaxManifestBytes = DefaultMaxManifestBytes
+	}
+	if opts.MaxManifestReferences <= 0 {
+		opts.MaxManifestReferences = DefaultMaxManifestReferences
 	}
 	if opts.ManifestCacheEntries <= 0 {
 		opts.ManifestCacheEntries = 10000

@@ -140,7 +140,7 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 	}
 	defer ops.stopTracing() // after the server's shutdown: flushes every request's span
 	regMeta, regBlobs, urls := ops.stores(meta, blobs, urls)
-	reg := registry.New(regMeta, regBlobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, Logger: log, Signer: urls})
+	reg := registry.New(regMeta, regBlobs, registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, MaxManifestReferences: cfg.Limits.ManifestMaxReferences, Logger: log, Signer: urls})
 	authz, tokenHandler, err := newAuth(cfg, log)
 	if err != nil {
 		return err

@@ -1,0 +1,79 @@
+package server_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/internal/wharftest"
+	"github.com/wharf-registry/wharf/oci"
+	"github.com/wharf-registry/wharf/registry"
+)
+
+// distinctLayers is a manifest of config and n layers of distinct digests
+// that no repository holds.
+func distinctLayers(t *testing.T, config digest.Digest, configSize, n int) []byte {
+	t.Helper()
+	ls := make([]digest.Digest, n)
+	for i := range ls {
+		ls[i] = digest.FromString(fmt.Sprint("missing layer ", i))
+	}
+	return manifestJSON(t, config, configSize, ls...)
+}
+
+// errorDetail decodes the detail of an OCI error body.
+func errorDetail(t *testing.T, body []byte) map[string]any {
+	t.Helper()
+	var eb struct {
+		Errors []struct {
+			Detail map[string]any `json:"detail"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) == 0 {
+		t.Fatalf("error body %q: %v", body, err)
+	}
+	return eb.Errors[0].Detail
+}
+
+// TestManifestReferenceLimit: a manifest over the reference limit is
+// refused before its references are looked up, and the answer about
+// missing references lists a bounded number of them.
+func TestManifestReferenceLimit(t *testing.T) {
+	f := newFixture(t)
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIManifest}
+	before := f.state()
+
+	// 10,000 layers and a config: one over the default limit.
+	m := distinctLayers(t, f.config, len(f.configBody), registry.DefaultMaxManifestReferences)
+	resp, body := f.do(request{method: "PUT", path: "/v2/" + repo + "/manifests/many", header: ct, body: m})
+	wantError(t, "PUT", resp, body, http.StatusBadRequest, oci.CodeManifestInvalid)
+	if d := errorDetail(t, body); d["limit"] != float64(registry.DefaultMaxManifestReferences) {
+		t.Fatalf("detail %v, want the limit", d)
+	}
+
+	// 2,000 missing layers: the error names the first, lists a few and
+	// counts them all.
+	m = distinctLayers(t, f.config, len(f.configBody), 2000)
+	resp, body = f.do(request{method: "PUT", path: "/v2/" + repo + "/manifests/many", header: ct, body: m})
+	wantError(t, "PUT", resp, body, http.StatusBadRequest, oci.CodeManifestBlobUnknown)
+	if len(body) > 2048 {
+		t.Fatalf("error body of %d bytes for 2,000 missing layers", len(body))
+	}
+	d := errorDetail(t, body)
+	if d["missingCount"] != float64(2000) || len(d["missing"].([]any)) != 10 || d["digest"] != digest.FromString("missing layer 0").String() {
+		t.Fatalf("detail %v", d)
+	}
+	f.wantUnchanged(before)
+
+	// The limit is configurable: 3 references pass, 4 do not.
+	g := newFixture(t, wharftest.Options{Registry: registry.Options{MaxManifestReferences: 3}})
+	second := g.pushBlob(repo, []byte("second layer"))
+	ok := manifestJSON(t, g.config, len(g.configBody), g.layer, second)
+	g.mustStatus(request{method: "PUT", path: "/v2/" + repo + "/manifests/three", header: ct, body: ok}, http.StatusCreated)
+	over := manifestJSON(t, g.config, len(g.configBody), g.layer, second, g.layer)
+	resp, body = g.do(request{method: "PUT", path: "/v2/" + repo + "/manifests/four", header: ct, body: over})
+	wantError(t, "PUT", resp, body, http.StatusBadRequest, oci.CodeManifestInvalid)
+}
