@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -11,6 +13,7 @@ import (
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
+	"github.com/wharf-registry/wharf/server"
 )
 
 // distinctLayers is a manifest of config and n layers of distinct digests
@@ -76,4 +79,63 @@ func TestManifestReferenceLimit(t *testing.T) {
 	over := manifestJSON(t, g.config, len(g.configBody), g.layer, second, g.layer)
 	resp, body = g.do(request{method: "PUT", path: "/v2/" + repo + "/manifests/four", header: ct, body: over})
 	wantError(t, "PUT", resp, body, http.StatusBadRequest, oci.CodeManifestInvalid)
+}
+
+// TestUnparsableQuery: a query Go cannot parse (it would drop every
+// parameter) is refused with 400, on every route, instead of being served
+// as if the parameters were absent.
+func TestUnparsableQuery(t *testing.T) {
+	f := newFixture(t)
+	before := f.state()
+	many := strings.Repeat("x=1&", 10000) + "n=1"
+	for _, path := range []string{
+		"/v2/" + repo + "/tags/list?" + many,
+		"/v2/_catalog?" + many,
+		"/v2/" + repo + "/tags/list?n=1;last=a",
+		"/v2/" + repo + "/tags/list?n=%zz",
+		"/v2/" + repo + "/manifests/v1/blobs?" + many,
+		"/v2/" + repo + "/blobs/uploads/?digest=" + f.layer.String() + "&" + many,
+		"/_wharf/blobs/" + f.layer.String() + "?" + many,
+	} {
+		t.Run(path[:min(len(path), 60)], func(t *testing.T) {
+			f.env.t = t
+			resp, body := f.do(request{method: "GET", path: path})
+			if strings.Contains(path, "uploads") {
+				resp, body = f.do(request{method: "POST", path: path, body: []byte("layer")})
+			}
+			wantError(t, "GET", resp, body, http.StatusBadRequest, oci.CodeUnsupported)
+		})
+	}
+	f.env.t = t
+
+	// 10,001 tags on a PUT by digest: refused, not 201 with no tag.
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIManifest}
+	path := "/v2/" + repo + "/manifests/" + f.manifestDigest.String() + "?" + strings.Repeat("tag=t&", 10000) + "tag=t"
+	resp, body := f.do(request{method: "PUT", path: path, header: ct, body: f.manifest})
+	wantError(t, "PUT", resp, body, http.StatusBadRequest, oci.CodeUnsupported)
+	f.wantUnchanged(before)
+}
+
+// TestTagParamsLimit: a manifest PUT takes at most server.MaxTagParams
+// tag parameters.
+func TestTagParamsLimit(t *testing.T) {
+	f := newFixture(t)
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIManifest}
+	tags := func(n int) string {
+		q := url.Values{}
+		for i := range n {
+			q.Add("tag", fmt.Sprint("t", i))
+		}
+		return q.Encode()
+	}
+	before := f.state()
+	path := "/v2/" + repo + "/manifests/" + f.manifestDigest.String() + "?"
+	resp, body := f.do(request{method: "PUT", path: path + tags(server.MaxTagParams+1), header: ct, body: f.manifest})
+	wantError(t, "PUT", resp, body, http.StatusBadRequest, oci.CodeTagInvalid)
+	f.wantUnchanged(before)
+
+	resp = f.mustStatus(request{method: "PUT", path: path + tags(server.MaxTagParams), header: ct, body: f.manifest}, http.StatusCreated)
+	if n := len(resp.Header.Values("OCI-Tag")); n != server.MaxTagParams {
+		t.Fatalf("%d OCI-Tag headers, want %d", n, server.MaxTagParams)
+	}
 }

@@ -200,6 +200,10 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, c *call) {
 	}
 	// PUT /manifests/<digest>?tag=a&tag=b tags the manifest in the same step.
 	tags := r.URL.Query()["tag"]
+	if len(tags) > MaxTagParams {
+		s.writeError(w, r, oci.Errorf(oci.CodeTagInvalid, "%d tag parameters; at most %d are accepted", len(tags), MaxTagParams))
+		return
+	}
 	for _, tag := range tags {
 		if err := oci.ValidateTag(tag); err != nil {
 			s.writeError(w, r, err)

@@ -230,6 +230,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			info.pattern = pattern // registered patterns: a bounded set
 		}
 		s.setDeadlines(rw, r, rw, route)
+		if err := queryError(r); err != nil {
+			s.writeError(rw, r, err)
+			return
+		}
 	}
 	if p := r.URL.Path; p == "/v2" || strings.HasPrefix(p, "/v2/") {
 		// Not through the mux: it redirects "a//b" and "a/../b" to a
@@ -338,6 +342,10 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 	}
 	if rw, ok := w.(*responseWriter); ok {
 		s.setDeadlines(w, r, rw, m.Route)
+	}
+	if err := queryError(r); err != nil {
+		s.writeError(w, r, err)
+		return
 	}
 	if m.Route == RouteNone {
 		s.writeError(w, r, oci.Errorf(oci.CodeNameUnknown, "no such endpoint: %s", truncate(r.URL.Path)).WithStatus(http.StatusNotFound))
