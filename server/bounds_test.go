@@ -1,12 +1,17 @@
 package server_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -138,4 +143,99 @@ func TestTagParamsLimit(t *testing.T) {
 	if n := len(resp.Header.Values("OCI-Tag")); n != server.MaxTagParams {
 		t.Fatalf("%d OCI-Tag headers, want %d", n, server.MaxTagParams)
 	}
+}
+
+// halfClosed sends head and part of a body on a raw connection, then,
+// unless stall, closes its sending side (a client whose body ends early),
+// and reads the answer; nil if none came.
+func halfClosed(t *testing.T, host, head string, partial []byte, stall bool) (*http.Response, []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(partial); err != nil {
+		t.Fatal(err)
+	}
+	if !stall {
+		_ = c.(*net.TCPConn).CloseWrite()
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return nil, nil // the server could not answer (its write deadline passed)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, body
+}
+
+// TestBrokenUploadBody: an upload body that ends early or stalls is the
+// client's error (400, 408 for a stall), logged at info, not an internal
+// error.
+func TestBrokenUploadBody(t *testing.T) {
+	logs := &wharftest.LogBuffer{}
+	e := newEnv(t, wharftest.Options{Server: func(o *server.Options) {
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		o.IdleTimeout = 300 * time.Millisecond
+		o.RequestTimeout = 300 * time.Millisecond
+	}})
+	content := []byte(strings.Repeat("0123456789", 100))
+	d := digest.FromBytes(content)
+	for _, tc := range []struct {
+		name   string
+		stall  bool
+		status int
+	}{
+		{"ends early", false, http.StatusBadRequest},
+		{"stalls", true, http.StatusRequestTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			loc, _ := e.startUpload(repo)
+			for _, head := range []string{
+				"PATCH " + loc + " HTTP/1.1\r\nContent-Range: 0-999\r\n",
+				"PUT " + loc + "&digest=" + d.String() + " HTTP/1.1\r\n",
+				"POST /v2/" + repo + "/blobs/uploads/?digest=" + d.String() + " HTTP/1.1\r\n",
+			} {
+				head += "Host: " + e.r.Host + "\r\nContent-Length: 1000\r\n\r\n"
+				resp, body := halfClosed(t, e.r.Host, head, content[:10], tc.stall)
+				if resp == nil {
+					t.Fatalf("%s: no answer", head)
+				}
+				wantError(t, "PATCH", resp, body, tc.status, oci.CodeBlobUploadInvalid)
+			}
+		})
+	}
+	e.t = t
+	// A manifest body that stalls past http.request_timeout is the
+	// client's error too (the write deadline has passed with the read
+	// one, so no answer can be sent).
+	head := "PUT /v2/" + repo + "/manifests/stalled HTTP/1.1\r\nHost: " + e.r.Host + "\r\nContent-Type: " + oci.MediaTypeOCIManifest + "\r\nContent-Length: 1000\r\n\r\n"
+	if resp, body := halfClosed(t, e.r.Host, head, []byte("{"), true); resp != nil {
+		wantError(t, "PUT", resp, body, http.StatusRequestTimeout, oci.CodeManifestInvalid)
+	}
+	if !strings.Contains(logs.String(), "route=/v2/{name}/manifests/{reference} repo="+repo+" status=408") {
+		t.Fatalf("a stalled manifest PUT was not logged as 408:\n%s", logs.String())
+	}
+
+	if l := logs.String(); strings.Contains(l, "level=ERROR") || strings.Contains(l, "internal error") {
+		t.Fatalf("a client's broken body was logged as a server error:\n%s", l)
+	}
+	if st := e.blobHead(repo, d); st != http.StatusNotFound {
+		t.Fatalf("blob from broken bodies: HEAD %d", st)
+	}
+}
+
+// TestUploadBodyOverLimit: a chunked upload body that grows past
+// limits.upload_body_max_bytes is 413 SIZE_INVALID, not an internal error.
+func TestUploadBodyOverLimit(t *testing.T) {
+	e := newEnv(t, wharftest.Options{Server: func(o *server.Options) { o.MaxUploadBody = 100 }})
+	loc, _ := e.startUpload(repo)
+	resp, body := e.do(request{method: "PATCH", path: loc, body: make([]byte, 1000), chunked: true})
+	wantError(t, "PATCH", resp, body, http.StatusRequestEntityTooLarge, oci.CodeSizeInvalid)
 }

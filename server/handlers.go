@@ -195,6 +195,10 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, c *call) {
 			s.writeError(w, r, registry.ManifestTooLarge(limit))
 			return
 		}
+		if ce := s.clientBodyError(r, err); ce != nil {
+			s.writeError(w, r, ce) // 408 for a stalled body
+			return
+		}
 		s.writeError(w, r, oci.Errorf(oci.CodeManifestInvalid, "reading manifest: %v", err))
 		return
 	}

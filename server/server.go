@@ -268,16 +268,21 @@ func (i *requestInfo) bytesIn() int64 {
 	return i.body.n.Load()
 }
 
-// countingBody counts the bytes read from a request body. Atomic: a store
-// may read the body on a goroutine of its own.
+// countingBody counts the bytes read from a request body and keeps the
+// first read error (clientBodyError). Atomic: a store may read the body on
+// a goroutine of its own.
 type countingBody struct {
 	io.ReadCloser
-	n atomic.Int64
+	n   atomic.Int64
+	err atomic.Pointer[error]
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.err.CompareAndSwap(nil, &err)
+	}
 	return n, err
 }
 
@@ -499,6 +504,9 @@ type errorEntry struct {
 // writeError sends err as an OCI error response. Errors that are not
 // *oci.Error are internal: logged in full, sent as UNKNOWN without detail.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if ce := s.clientBodyError(r, err); ce != nil {
+		err = ce
+	}
 	var e *oci.Error
 	if !errors.As(err, &e) {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
