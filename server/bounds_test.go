@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -238,4 +239,55 @@ func TestUploadBodyOverLimit(t *testing.T) {
 	loc, _ := e.startUpload(repo)
 	resp, body := e.do(request{method: "PATCH", path: loc, body: make([]byte, 1000), chunked: true})
 	wantError(t, "PATCH", resp, body, http.StatusRequestEntityTooLarge, oci.CodeSizeInvalid)
+}
+
+// TestRangeEdges: a Range that overlaps nothing, is empty, reversed or
+// asks for several ranges is 416 RANGE_INVALID with Content-Range
+// "bytes */<size>", on the blob route and on signed URLs.
+func TestRangeEdges(t *testing.T) {
+	f := newFixture(t)
+	content := bytes.Repeat([]byte("0123456789"), 1024)
+	d := f.pushBlob(repo, content)
+	var batch batchAnswer
+	f.mustStatus(request{method: "PUT", path: "/v2/" + repo + "/manifests/ranges", header: map[string]string{"Content-Type": oci.MediaTypeOCIManifest},
+		body: manifestJSON(t, f.config, len(f.configBody), d)}, http.StatusCreated)
+	_, body := f.do(request{method: "GET", path: "/v2/" + repo + "/manifests/ranges/blobs"})
+	if err := json.Unmarshal(body, &batch); err != nil || len(batch.Blobs) != 2 {
+		t.Fatalf("batch: %s", body)
+	}
+	signed := strings.TrimPrefix(batch.Blobs[1].DownloadURL, f.r.URL)
+	for _, path := range []string{"/v2/" + repo + "/blobs/" + d.String(), signed} {
+		for _, tc := range []struct {
+			rng, ifRange string
+			status       int
+			contentRange string
+		}{
+			{"bytes=-0", "", 416, "bytes */10240"},
+			{"bytes=5-3", "", 416, "bytes */10240"},
+			{"bytes=10240-", "", 416, "bytes */10240"},
+			{"bytes=10240-10240", "", 416, "bytes */10240"},
+			{"bytes=0-1,5-6", "", 416, "bytes */10240"},
+			{"bytes=0-0,0-0", "", 416, "bytes */10240"},
+			{"bytes=+1-2", "", 416, "bytes */10240"},
+			{"bytes=-1", "", 206, "bytes 10239-10239/10240"},
+			{"bytes=10239-", "", 206, "bytes 10239-10239/10240"},
+			{"bytes=0-99999", "", 206, "bytes 0-10239/10240"},
+			{"bytes=-99999", "", 206, "bytes 0-10239/10240"},
+			{"bytes=-0", `"sha256:other"`, 200, ""},
+			{"bytes=-0", `"` + d.String() + `"`, 416, "bytes */10240"},
+		} {
+			hdr := map[string]string{"Range": tc.rng}
+			if tc.ifRange != "" {
+				hdr["If-Range"] = tc.ifRange
+			}
+			resp, body := f.do(request{method: "GET", path: path, header: hdr})
+			if tc.status == 416 {
+				wantError(t, "GET", resp, body, 416, oci.CodeRangeInvalid)
+			}
+			if resp.StatusCode != tc.status || resp.Header.Get("Content-Range") != tc.contentRange {
+				t.Errorf("%s Range %q If-Range %q: %d Content-Range %q, want %d %q", path[:20], tc.rng, tc.ifRange,
+					resp.StatusCode, resp.Header.Get("Content-Range"), tc.status, tc.contentRange)
+			}
+		}
+	}
 }

@@ -310,6 +310,9 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, c *call) {
 // (or parse) gets an OCI RANGE_INVALID error body instead of plain text.
 func (s *Server) serveContent(w http.ResponseWriter, r *http.Request, body io.ReadSeeker) {
 	if r.Header.Get("Range") != "" {
+		if !s.checkRange(w, r, body) {
+			return
+		}
 		w = &rangeErrorWriter{ResponseWriter: w, s: s, r: r}
 	}
 	http.ServeContent(w, r, "", zeroTime, body)
@@ -330,8 +333,7 @@ func (w *rangeErrorWriter) WriteHeader(code int) {
 		return
 	}
 	w.failed = true // ServeContent has set Content-Range: bytes */<size>
-	w.s.writeError(w.ResponseWriter, w.r, oci.Errorf(oci.CodeRangeInvalid,
-		"requested range %q is not satisfiable", truncate(w.r.Header.Get("Range"))))
+	w.s.writeError(w.ResponseWriter, w.r, rangeError(w.r))
 }
 
 func (w *rangeErrorWriter) Write(b []byte) (int, error) {
