@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -239,6 +240,36 @@ func TestUploadBodyOverLimit(t *testing.T) {
 	loc, _ := e.startUpload(repo)
 	resp, body := e.do(request{method: "PATCH", path: loc, body: make([]byte, 1000), chunked: true})
 	wantError(t, "PATCH", resp, body, http.StatusRequestEntityTooLarge, oci.CodeSizeInvalid)
+}
+
+// TestCatalogDefaultPage: a catalog request without n reads and answers
+// one bounded page, with a Link to the rest; so does one with a larger n.
+func TestCatalogDefaultPage(t *testing.T) {
+	e := newEnv(t)
+	d := e.pushBlob("cat/r0000", []byte("shared"))
+	ctx := context.Background()
+	const repos = 1001
+	for i := 1; i < repos; i++ {
+		if ok, err := e.r.Registry.MountBlob(ctx, fmt.Sprintf("cat/r%04d", i), d, "cat/r0000", func(string) bool { return true }); !ok || err != nil {
+			t.Fatalf("mount: %v %v", ok, err)
+		}
+	}
+	var page struct {
+		Repositories []string `json:"repositories"`
+	}
+	for _, path := range []string{"/v2/_catalog", "/v2/_catalog?n=5000"} {
+		resp, body := e.do(request{method: "GET", path: path})
+		if err := json.Unmarshal(body, &page); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+		if len(page.Repositories) != 1000 || resp.Header.Get("Link") != `</v2/_catalog?last=cat%2Fr0999&n=1000>; rel="next"` {
+			t.Fatalf("%s: %d repositories, Link %q; want 1000 and a Link to the rest", path, len(page.Repositories), resp.Header.Get("Link"))
+		}
+	}
+	resp, body := e.do(request{method: "GET", path: "/v2/_catalog?last=cat%2Fr0999&n=1000"})
+	if err := json.Unmarshal(body, &page); err != nil || len(page.Repositories) != 1 || page.Repositories[0] != "cat/r1000" || resp.Header.Get("Link") != "" {
+		t.Fatalf("second page: %s, Link %q", body, resp.Header.Get("Link"))
+	}
 }
 
 // TestRangeEdges: a Range that overlaps nothing, is empty, reversed or

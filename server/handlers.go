@@ -30,6 +30,9 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request, c *call) {
 		s.writeError(w, r, err)
 		return
 	}
+	if n < 0 || n > catalogMaxPage {
+		n = catalogMaxPage // the rest follows the Link header
+	}
 	visible, more, err := s.visibleRepositories(r, c.id, last, n)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -44,6 +47,11 @@ func (s *Server) catalog(w http.ResponseWriter, r *http.Request, c *call) {
 		Repositories []string `json:"repositories"`
 	}{visible})
 }
+
+// catalogMaxPage is the page size of a catalog request without n and the
+// largest n honoured: one request reads a bounded part of the store, as
+// in CNCF Distribution (catalog.maxentries), and the caller follows Link.
+const catalogMaxPage = 1000
 
 // catalogScanLimit bounds the repositories one catalog request reads from
 // the store beyond the page itself, so that a caller who may pull few of
