@@ -234,8 +234,25 @@ func (b *BlobURLs) JSON() (body []byte, etag string) {
 // IndexError is the 415 answer when a reference names an index: it lists
 // the children so the caller can choose a platform.
 type IndexError struct {
+	// Digest is set when the index is the child that platform chose of
+	// the index the reference names (a nested index).
+	Digest    digest.Digest    `json:"digest,omitempty"`
 	MediaType string           `json:"mediaType"`
 	Manifests []oci.Descriptor `json:"manifests"`
+}
+
+func isIndex(rec ManifestRecord) bool {
+	return rec.MediaType == oci.MediaTypeOCIIndex || rec.MediaType == oci.MediaTypeDockerManifestList
+}
+
+// indexError lists the children of a stored index; nested is the digest
+// of a nested index ("" for the one the reference names).
+func indexError(index ManifestRecord, nested digest.Digest) error {
+	m, err := oci.ParseManifest(index.MediaType, index.Payload, index.Digest.Algorithm())
+	if err != nil {
+		return internal("parse stored index", err)
+	}
+	return &IndexError{Digest: nested, MediaType: index.MediaType, Manifests: m.Manifests}
 }
 
 func (e *IndexError) Error() string { return "the reference is an index; choose a platform" }
@@ -275,10 +292,15 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 		}
 		return nil, err
 	}
-	if rec.MediaType == oci.MediaTypeOCIIndex || rec.MediaType == oci.MediaTypeDockerManifestList {
+	if isIndex(rec) {
 		rec, err = r.pickPlatform(ctx, repo, rec, platform)
 		if err != nil {
 			return nil, err
+		}
+		if isIndex(rec) {
+			// Not resolved further: one level of platform choice is what
+			// the parameter means, and the caller picks a child by digest.
+			return nil, indexError(rec, rec.Digest)
 		}
 	}
 	img, err := r.resolveImage(ctx, repo, rec)
@@ -354,12 +376,12 @@ func (r *Registry) storeBatch(k batchKey, e batchEntry, now time.Time) {
 }
 
 func (r *Registry) pickPlatform(ctx context.Context, repo string, index ManifestRecord, platform string) (ManifestRecord, error) {
+	if platform == "" {
+		return ManifestRecord{}, indexError(index, "")
+	}
 	m, err := oci.ParseManifest(index.MediaType, index.Payload, index.Digest.Algorithm())
 	if err != nil {
 		return ManifestRecord{}, internal("parse stored index", err)
-	}
-	if platform == "" {
-		return ManifestRecord{}, &IndexError{MediaType: index.MediaType, Manifests: m.Manifests}
 	}
 	want, err := oci.ParsePlatform(platform)
 	if err != nil {

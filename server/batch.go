@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -45,8 +46,11 @@ func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 		var idx *registry.IndexError
 		switch {
 		case errors.As(err, &idx):
-			s.writeError(w, r, oci.Errorf(oci.CodeUnsupported,
-				"%s is an index; choose one of its manifests (by digest, or with the platform=os/arch[/variant] parameter)", ref).
+			msg := fmt.Sprintf("%s is an index; choose one of its manifests (by digest, or with the platform=os/arch[/variant] parameter)", ref)
+			if idx.Digest != "" {
+				msg = fmt.Sprintf("platform %s of %s is the index %s; choose one of its manifests by digest", truncate(platform), ref, idx.Digest)
+			}
+			s.writeError(w, r, oci.Errorf(oci.CodeUnsupported, "%s", msg).
 				WithStatus(http.StatusUnsupportedMediaType).WithDetail(idx))
 		case errors.Is(err, registry.ErrSigning):
 			s.log.ErrorContext(r.Context(), "batch endpoint: signing failed", "repo", c.m.Name, "reference", ref.String(), "err", err)

@@ -322,3 +322,39 @@ func TestRangeEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchNestedIndex: when platform picks a child that is itself an
+// index, the batch endpoint answers 415 listing that index's children
+// (and naming it), not 200 with no blobs.
+func TestBatchNestedIndex(t *testing.T) {
+	f := newFixture(t)
+	index := func(mediaType string, d digest.Digest, size int) []byte {
+		b, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": oci.MediaTypeOCIIndex, "manifests": []any{
+			map[string]any{"mediaType": mediaType, "digest": d, "size": size, "platform": map[string]string{"os": "linux", "architecture": "amd64"}},
+		}})
+		return b
+	}
+	ct := map[string]string{"Content-Type": oci.MediaTypeOCIIndex}
+	inner := index(oci.MediaTypeOCIManifest, f.manifestDigest, len(f.manifest))
+	f.mustStatus(request{method: "PUT", path: "/v2/" + repo + "/manifests/inner", header: ct, body: inner}, http.StatusCreated)
+	outer := index(oci.MediaTypeOCIIndex, digest.FromBytes(inner), len(inner))
+	f.mustStatus(request{method: "PUT", path: "/v2/" + repo + "/manifests/outer", header: ct, body: outer}, http.StatusCreated)
+
+	f.mustStatus(request{method: "GET", path: "/v2/" + repo + "/manifests/inner/blobs?platform=linux/amd64"}, http.StatusOK)
+	resp, body := f.do(request{method: "GET", path: "/v2/" + repo + "/manifests/outer/blobs?platform=linux/amd64"})
+	wantError(t, "GET", resp, body, http.StatusUnsupportedMediaType, oci.CodeUnsupported)
+	var e struct {
+		Errors []struct {
+			Detail struct {
+				Digest    digest.Digest    `json:"digest"`
+				Manifests []oci.Descriptor `json:"manifests"`
+			} `json:"detail"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Errors[0].Detail; d.Digest != digest.FromBytes(inner) || len(d.Manifests) != 1 || d.Manifests[0].Digest != f.manifestDigest {
+		t.Fatalf("415 detail %+v, want the nested index and its child", d)
+	}
+}
