@@ -39,6 +39,9 @@ func (s *Server) clientBodyError(r *http.Request, err error) *oci.Error {
 		code = oci.CodeManifestInvalid
 	}
 	var ne net.Error
+	if errors.Is(bodyErr, ErrUploadTooSlow) {
+		return oci.Errorf(code, "the request body arrived slower than %d bytes/s", s.minUploadRate).WithStatus(http.StatusRequestTimeout)
+	}
 	if errors.Is(bodyErr, os.ErrDeadlineExceeded) || errors.As(bodyErr, &ne) && ne.Timeout() {
 		return oci.Errorf(code, "the request body stalled; nothing arrived in time").WithStatus(http.StatusRequestTimeout)
 	}

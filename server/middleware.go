@@ -420,6 +420,9 @@ func (b *transferBody) Read(p []byte) (int, error) {
 	now := time.Now()
 	if b.minRate > 0 && now.Sub(b.windowStart) >= b.window {
 		if b.windowBytes < b.minRate*int64(b.window/time.Second) {
+			if cb, ok := b.ReadCloser.(*countingBody); ok {
+				cb.err.CompareAndSwap(nil, &ErrUploadTooSlow) // the body's own error, for clientBodyError
+			}
 			return 0, ErrUploadTooSlow
 		}
 		b.windowStart, b.windowBytes = now, 0
