@@ -1,13 +1,14 @@
 // Package auth is the seam between the HTTP server and whoever decides
 // who a caller is and what it may do. The server asks one question per
-// request (Authorize) and one per repository it lists or mounts from
-// (Permits); implementations cache whatever makes those cheap.
+// request (Authorize) and one per repository it lists (Lists) or mounts
+// from (Permits); implementations cache whatever makes those cheap.
 package auth
 
 import (
 	"context"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -32,9 +33,11 @@ type Scope struct {
 type Identity struct {
 	// Subject is the user name ("" for anonymous).
 	Subject string
-	// Access, for a caller that presented a bearer token, is what the
-	// token grants (its "access" claim); Permits honours it besides the
-	// policy, so a token from an external issuer can mount and list.
+	// Token is set for a caller that presented a bearer token: Access
+	// (its "access" claim) is then all it may do, whatever the policy
+	// would give its subject, so that a token scoped to one repository
+	// cannot reach another through a mount or the catalog.
+	Token  bool
 	Access []Access
 	// Issuer is the issuer of the caller's token when it is an external
 	// one; "" for callers known locally (users, client certificates and
@@ -67,6 +70,17 @@ func Covers(list []Access, repo string, a Action) bool {
 	return false
 }
 
+// CoversCatalog reports whether the access list grants the catalog
+// ("registry:catalog:*").
+func CoversCatalog(list []Access) bool {
+	for _, e := range list {
+		if e.Type == "registry" && e.Name == "catalog" && slices.Contains(e.Actions, "*") {
+			return true
+		}
+	}
+	return false
+}
+
 // Anonymous reports whether no credentials were presented.
 func (i Identity) Anonymous() bool { return i.Subject == "" }
 
@@ -76,9 +90,11 @@ type Authorizer interface {
 	// error: an *oci.Error with code UNAUTHORIZED (the server sends the
 	// challenge from Challenge) or DENIED.
 	Authorize(r *http.Request, scope Scope) (Identity, error)
-	// Permits reports whether id may do a on repo, for filtering the
-	// catalog and choosing a repository to mount a blob from.
+	// Permits reports whether id may do a on repo, for choosing a
+	// repository to mount a blob from.
 	Permits(id Identity, repo string, a Action) bool
+	// Lists reports whether the catalog may name repo to id.
+	Lists(id Identity, repo string) bool
 	// Challenge returns the WWW-Authenticate value for a 401 on scope,
 	// or "" when the authorizer never challenges.
 	Challenge(r *http.Request, scope Scope) string
@@ -93,6 +109,9 @@ func (AllowAll) Authorize(*http.Request, Scope) (Identity, error) { return Ident
 
 // Permits implements Authorizer.
 func (AllowAll) Permits(Identity, string, Action) bool { return true }
+
+// Lists implements Authorizer.
+func (AllowAll) Lists(Identity, string) bool { return true }
 
 // Challenge implements Authorizer.
 func (AllowAll) Challenge(*http.Request, Scope) string { return "" }

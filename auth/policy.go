@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/wharf-registry/wharf/oci"
 )
 
 // PolicySpec is the policy as written in the configuration file:
@@ -212,13 +214,20 @@ func grants(rules []*rule, repo string, set actionSet) actionSet {
 
 // Grant returns what of requested the policy gives subject: the
 // intersection, in the order asked, dropping entries left with no
-// action. "registry:catalog:*" is granted to admins only.
+// action. A repository name that is not a valid one ("public/../x"
+// matches "public/**") is never granted. "registry:catalog:*" is granted
+// to every authenticated user: it lets the catalog list what the policy
+// lets the user pull (everything for an admin), as it does for Basic
+// credentials; a token without it lists only what it covers.
 func (p *Policy) Grant(subject string, requested []Access) []Access {
 	out := []Access{}
 	for _, req := range requested {
 		var acts []string
 		switch req.Type {
 		case "repository":
+			if oci.ValidateName(req.Name) != nil {
+				continue
+			}
 			set := p.actions(subject, req.Name)
 			for _, a := range req.Actions {
 				if a == "*" {
@@ -236,7 +245,7 @@ func (p *Policy) Grant(subject string, requested []Access) []Access {
 				}
 			}
 		case "registry":
-			if req.Name == "catalog" && p.IsAdmin(subject) {
+			if req.Name == "catalog" && subject != "" {
 				acts = []string{"*"}
 			}
 		}

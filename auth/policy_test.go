@@ -108,6 +108,7 @@ func TestPolicyGrantIntersection(t *testing.T) {
 	})
 	want := []Access{
 		{Type: "repository", Name: "team/a", Actions: []string{"pull"}},
+		{Type: "registry", Name: "catalog", Actions: []string{"*"}},
 		{Type: "repository", Name: "public/p", Actions: []string{"pull"}},
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -85,6 +85,10 @@ func (a *authorizer) Permits(id auth.Identity, repo string, act auth.Action) boo
 	return a.inner.Permits(id, repo, act)
 }
 
+func (a *authorizer) Lists(id auth.Identity, repo string) bool {
+	return a.inner.Lists(id, repo)
+}
+
 func (a *authorizer) Challenge(r *http.Request, scope auth.Scope) string {
 	return a.inner.Challenge(r, scope)
 }

@@ -59,8 +59,8 @@ const catalogMaxPage = 1000
 const catalogScanLimit = 10000
 
 // visibleRepositories returns up to n (n < 0: all) repositories after
-// last that id may pull, reading the store page by page so that hidden
-// ones do not leave the page short. more reports that visible ones may
+// last that the catalog may name to id (auth.Authorizer.Lists), reading
+// the store page by page so that hidden ones do not leave the page short. more reports that visible ones may
 // follow: the page is full and at least one more visible repository was
 // seen, or the scan stopped at catalogScanLimit with a non-empty page.
 func (s *Server) visibleRepositories(r *http.Request, id auth.Identity, last string, n int) (visible []string, more bool, err error) {
@@ -79,7 +79,7 @@ func (s *Server) visibleRepositories(r *http.Request, id auth.Identity, last str
 			return nil, false, err
 		}
 		for _, name := range repos {
-			if !s.auth.Permits(id, name, auth.Pull) {
+			if !s.auth.Lists(id, name) {
 				continue
 			}
 			if n > 0 && len(visible) == n {

@@ -22,9 +22,14 @@
 //   - too many failed logins from the client address or for the user:
 //     429 TOOMANYREQUESTS with Retry-After, before any password check.
 //
+// A token grants its access claim and nothing more, wherever the server
+// asks (Authorize, a mount's source, the catalog): the policy decides
+// what the token service puts in a token, never what a token may do.
+//
 // The base endpoint and the catalog need an authenticated caller (not an
 // anonymous token); the catalog lists what the caller may pull (all of it
-// for an admin). The signed-download route needs no credentials at all:
+// for an admin), and to a token without "registry:catalog:*" only the
+// repositories its claim covers. The signed-download route needs no credentials at all:
 // its signature is the credential. Authorization happens before the registry is asked
 // anything, so a caller who may not pull a repository cannot tell whether
 // it exists.
@@ -114,9 +119,7 @@ type fileStamp struct {
 
 // principal is what verifying a credential established.
 type principal struct {
-	id auth.Identity
-	// bearer: authenticated by a token, whose access claim binds.
-	bearer bool
+	id auth.Identity // id.Token: authenticated by a token, whose access claim binds
 	// own: the token is the built-in issuer's.
 	own bool
 }
@@ -343,7 +346,7 @@ func (s *Service) checkBearer(raw string) (principal, error) {
 	if err != nil {
 		return principal{}, errUnauthorized
 	}
-	p := principal{id: auth.Identity{Subject: c.Subject, Access: c.Access}, bearer: true}
+	p := principal{id: auth.Identity{Subject: c.Subject, Token: true, Access: c.Access}}
 	if s.o.Issuer != nil && c.Issuer == s.o.Issuer.Name() {
 		p.own = true
 	} else {
@@ -370,7 +373,7 @@ func (s *Service) Authorize(r *http.Request, scope auth.Scope) (auth.Identity, e
 		return p.id, nil
 	}
 	for _, a := range scope.Actions {
-		if p.bearer {
+		if p.id.Token {
 			if auth.Covers(p.id.Access, scope.Repo, a) {
 				continue
 			}
@@ -394,14 +397,32 @@ func (s *Service) Authorize(r *http.Request, scope auth.Scope) (auth.Identity, e
 // issued keep what they grant until they expire (auth.token.ttl).
 func (s *Service) SetPolicy(p *auth.Policy) { s.policy.Store(p) }
 
-// Permits implements auth.Authorizer: the policy for local identities,
-// the token's access claim for those of external issuers (and, for every
-// token, what its claim grants).
+// Permits implements auth.Authorizer: a token's access claim alone for a
+// caller with a token (the policy may give its subject more, but the
+// token was scoped to less), the policy for everyone else.
 func (s *Service) Permits(id auth.Identity, repo string, a auth.Action) bool {
-	if auth.Covers(id.Access, repo, a) {
-		return true
+	if id.Token {
+		return auth.Covers(id.Access, repo, a)
 	}
-	return id.Issuer == "" && s.policy.Load().Allows(id.Subject, repo, a)
+	return s.policy.Load().Allows(id.Subject, repo, a)
+}
+
+// Lists implements auth.Authorizer. The catalog names what the caller
+// may pull; to a token, only what its claim covers, unless it grants
+// "registry:catalog:*": then what the policy lets its subject pull for a
+// token of ours (the token service grants the catalog to every
+// authenticated user), everything for an external issuer's (the issuer
+// is the policy).
+func (s *Service) Lists(id auth.Identity, repo string) bool {
+	if id.Token {
+		switch {
+		case !auth.CoversCatalog(id.Access):
+			return auth.Covers(id.Access, repo, auth.Pull)
+		case id.Issuer != "":
+			return true
+		}
+	}
+	return s.policy.Load().Allows(id.Subject, repo, auth.Pull)
 }
 
 // Challenge implements auth.Authorizer.
@@ -426,6 +447,12 @@ func (s *Service) Challenge(r *http.Request, scope auth.Scope) string {
 			}
 			b.WriteString(string(a))
 		}
+		if from := mountSource(r, scope.Repo); from != "" {
+			// A token covers only what it names: ask for the source too.
+			b.WriteString(" repository:")
+			b.WriteString(from)
+			b.WriteString(":pull")
+		}
 		b.WriteString(`"`)
 	case strings.HasSuffix(r.URL.Path, "/_catalog"):
 		b.WriteString(`,scope="registry:catalog:*"`)
@@ -438,6 +465,21 @@ func (s *Service) Challenge(r *http.Request, scope auth.Scope) string {
 		}
 	}
 	return b.String()
+}
+
+// mountSource is the valid repository a cross-repository mount request
+// (POST .../blobs/uploads/?mount=&from=) takes its blob from, other than
+// repo; "" for any other request.
+func mountSource(r *http.Request, repo string) string {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/blobs/uploads/") {
+		return ""
+	}
+	q := r.URL.Query()
+	from := q.Get("from")
+	if q.Get("mount") == "" || from == "" || from == repo || oci.ValidateName(from) != nil {
+		return ""
+	}
+	return from
 }
 
 func (s *Service) realm(r *http.Request) string {

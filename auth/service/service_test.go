@@ -520,7 +520,7 @@ func TestTokens(t *testing.T) {
 	tok := fx.token(t, "reader", "repository:team/app:pull,push", "repository:secret/x:pull", "registry:catalog:*")
 	c := claims(t, tok)
 	acc, _ := json.Marshal(c["access"])
-	if string(acc) != `[{"actions":["pull"],"name":"team/app","type":"repository"}]` {
+	if string(acc) != `[{"actions":["pull"],"name":"team/app","type":"repository"},{"actions":["*"],"name":"catalog","type":"registry"}]` {
 		t.Errorf("access = %s", acc)
 	}
 	if c["iss"] != "wharf-test-issuer" || c["aud"] != "wharf-test" && fmt.Sprint(c["aud"]) != "[wharf-test]" || c["sub"] != "reader" {
