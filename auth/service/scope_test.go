@@ -2,8 +2,11 @@ package service_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +116,60 @@ func TestTokenGrantsItsClaimOnly(t *testing.T) {
 	}
 	if got := fx.catalogOf(t, ext(auth.Access{Type: "registry", Name: "catalog", Actions: []string{"*"}})); !slices.Contains(got, "secret/s") {
 		t.Errorf("external catalog token lists %v, want every repository", got)
+	}
+}
+
+// TestTokenValidNamesAndBoundedScopes: /token grants no name that can
+// never be valid ("public/../team/b" matched the anonymous "public/**"),
+// and answers 400 to more than service.MaxScopes scopes.
+func TestTokenValidNamesAndBoundedScopes(t *testing.T) {
+	fx := newFixture(t, service.ModeToken)
+	for _, who := range []string{"", "reader"} {
+		tok := fx.token(t, who, "repository:public/../team/b:pull", "repository:public/./x:pull",
+			"repository:public/A:pull", "repository:public//x:pull", "repository:public/x/:pull", "repository:public/ok:pull")
+		if acc, _ := json.Marshal(claims(t, tok)["access"]); string(acc) != `[{"actions":["pull"],"name":"public/ok","type":"repository"}]` {
+			t.Errorf("%q: access = %s, want public/ok alone", who, acc)
+		}
+	}
+
+	scopes := func(n int) []string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = "repository:team/r" + strconv.Itoa(i) + ":pull"
+		}
+		return s
+	}
+	if tok := fx.token(t, "reader", scopes(service.MaxScopes)...); len(claims(t, tok)["access"].([]any)) != service.MaxScopes {
+		t.Errorf("%d scopes: not all granted", service.MaxScopes)
+	}
+	get := func(q url.Values) result {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fx.reg.URL+"/token?"+q.Encode(), nil)
+		req.SetBasicAuth("reader", users["reader"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return result{resp.StatusCode, b, resp.Header}
+	}
+	over := scopes(service.MaxScopes + 1)
+	for what, q := range map[string]url.Values{
+		"parameters":       {"service": {"wharf-test"}, "scope": over},
+		"one space-joined": {"service": {"wharf-test"}, "scope": {strings.Join(over, " ")}},
+	} {
+		if r := get(q); r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "UNSUPPORTED") {
+			t.Errorf("%d scopes as %s: %d %s, want 400", len(over), what, r.status, r.body)
+		}
+	}
+	resp, err := http.PostForm(fx.reg.URL+"/token", url.Values{"grant_type": {"password"}, "username": {"reader"},
+		"password": {users["reader"]}, "service": {"wharf-test"}, "scope": {strings.Join(over, " ")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "invalid_scope") {
+		t.Errorf("POST with %d scopes: %d %s, want 400 invalid_scope", len(over), resp.StatusCode, b)
 	}
 }

@@ -25,10 +25,19 @@ const TokenPath = "/token"
 //     specification. Refresh tokens are not issued.
 //
 // The token grants what the policy allows of what was asked (the
-// intersection). Failed logins answer 401 and are rate-limited (429).
+// intersection; names that are not valid repository names are never
+// granted). More than MaxScopes scopes answer 400. Failed logins answer 401 and are rate-limited (429).
 func (s *Service) TokenHandler() http.Handler {
 	return http.HandlerFunc(s.serveToken)
 }
+
+// MaxScopes bounds the scopes of one token request: a client asks for the
+// few repositories of one operation (a copy's source and destination), and
+// a token, its cache entry and every decision on it grow with its claim.
+const MaxScopes = 32
+
+// errTooManyScopes answers a token request with more than MaxScopes.
+var errTooManyScopes = oci.Errorf(oci.CodeUnsupported, "at most %d scopes per token request", MaxScopes).WithStatus(http.StatusBadRequest)
 
 type tokenResponse struct {
 	Token       string `json:"token"`
@@ -59,6 +68,10 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request) {
 		for _, v := range q["scope"] {
 			scopes = append(scopes, strings.Fields(v)...)
 		}
+		if len(scopes) > MaxScopes {
+			tokenError(w, r, errTooManyScopes, "")
+			return
+		}
 		if h := r.Header.Get("Authorization"); h != "" && !(len(h) > 6 && strings.EqualFold(h[:6], "basic ")) {
 			err = errUnauthorized // a token for a token: not here
 		} else {
@@ -79,6 +92,10 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		scopes = strings.Fields(r.PostForm.Get("scope"))
+		if len(scopes) > MaxScopes {
+			oauthError(w, http.StatusBadRequest, "invalid_scope")
+			return
+		}
 		user := r.PostForm.Get("username")
 		if user == "" {
 			oauthError(w, http.StatusBadRequest, "invalid_request")
