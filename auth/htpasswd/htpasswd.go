@@ -7,6 +7,9 @@ package htpasswd
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,17 +27,72 @@ import (
 type File struct {
 	users map[string][]byte
 	order []string
+	// dummies, set by PrepareDummies: a hash per bcrypt cost of the users,
+	// and each user's cost in file order.
+	dummies map[int][]byte
+	costs   []int
 }
 
-// dummyHash is compared against when a user is unknown, so that an
-// unknown user costs as much as a wrong password (no user enumeration by
-// timing).
+// dummyHash is compared against when a user is unknown and the file has
+// no dummies prepared (no users, or PrepareDummies not called).
 // It is computed on first use: at package init it cost every wharf
 // invocation (the client commands too) ~150 ms of bcrypt.
 var dummyHash = sync.OnceValue(func() []byte {
 	h, _ := bcrypt.GenerateFromPassword([]byte("wharf-dummy-password"), bcrypt.DefaultCost)
 	return h
 })
+
+// PrepareDummies computes what Verify compares against for an unknown
+// user, so that an unknown user costs what a real one does whatever the
+// costs in the file (`htpasswd -B -C 5`, `wharf user add --cost 12`):
+// one bcrypt hash per cost the users have (so a reload costs one
+// GenerateFromPassword per distinct cost). Each unknown name is given,
+// stably, the cost of one of the users, chosen by a hash of the name: an
+// unknown name is as likely to cost what any given user costs as that
+// user's share of the file, so timing cannot tell it from a real one.
+// A server calls it after Load (the user commands need not); Set and
+// Remove do not update it.
+func (f *File) PrepareDummies() error {
+	f.dummies, f.costs = map[int][]byte{}, make([]int, 0, len(f.order))
+	for _, u := range f.order {
+		c, err := bcrypt.Cost(f.users[u])
+		if err != nil {
+			return fmt.Errorf("htpasswd user %q: %w", u, err)
+		}
+		f.costs = append(f.costs, c)
+		if _, ok := f.dummies[c]; ok {
+			continue
+		}
+		var pw [16]byte
+		_, _ = rand.Read(pw[:])
+		h, err := bcrypt.GenerateFromPassword(pw[:], c)
+		if err != nil {
+			return err
+		}
+		f.dummies[c] = h
+	}
+	return nil
+}
+
+// hashFor is the hash Verify compares password against for user.
+func (f *File) hashFor(user string) (hash []byte, known bool) {
+	if h, ok := f.users[user]; ok {
+		return h, true
+	}
+	if len(f.costs) == 0 {
+		return dummyHash(), false
+	}
+	sum := sha256.Sum256([]byte(user))
+	return f.dummies[f.costs[binary.BigEndian.Uint64(sum[:8])%uint64(len(f.costs))]], false
+}
+
+// Cost is the bcrypt cost Verify spends on user: its hash's, or for an
+// unknown user the dummy's it is compared against.
+func (f *File) Cost(user string) int {
+	h, _ := f.hashFor(user)
+	c, _ := bcrypt.Cost(h)
+	return c
+}
 
 // Parse reads an htpasswd file. Blank lines and lines starting with '#'
 // are ignored.
@@ -107,12 +165,10 @@ func Load(path string) (*File, error) {
 }
 
 // Verify reports whether password is user's. It costs one bcrypt
-// comparison whether or not the user exists.
+// comparison whether or not the user exists, at a cost of the file's
+// users for an unknown one once PrepareDummies ran.
 func (f *File) Verify(user, password string) bool {
-	hash, ok := f.users[user]
-	if !ok {
-		hash = dummyHash()
-	}
+	hash, ok := f.hashFor(user)
 	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
 	return ok && err == nil
 }

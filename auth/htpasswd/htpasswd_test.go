@@ -101,3 +101,50 @@ func TestSetRemoveSave(t *testing.T) {
 		t.Errorf("WriteTo = %q, %v", b.String(), err)
 	}
 }
+
+// TestDummyCostFollowsUsers: an unknown user is compared against a hash
+// of a cost the file's users have (it was always cost 10, so users at 5
+// or 12 were told apart from unknown names by timing), stably per name,
+// each cost about as often as its share of the users.
+func TestDummyCostFollowsUsers(t *testing.T) {
+	f := &File{}
+	costs := map[string]int{"a": 4, "b": 5, "c": 5, "d": 6}
+	for u, c := range costs {
+		if err := f.Set(u, "pw", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.PrepareDummies(); err != nil {
+		t.Fatal(err)
+	}
+	for u, c := range costs {
+		if got := f.Cost(u); got != c {
+			t.Errorf("Cost(%s) = %d, want %d", u, got, c)
+		}
+	}
+	seen := map[int]int{}
+	const names = 400
+	for i := range names {
+		name := "nobody-" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + strings.Repeat("y", i/26)
+		c := f.Cost(name)
+		if c != f.Cost(name) {
+			t.Fatalf("Cost(%s) not stable", name)
+		}
+		seen[c]++
+		if i < 20 && f.Verify(name, "pw") {
+			t.Fatalf("unknown user %s accepted", name)
+		}
+	}
+	for c, want := range map[int]int{4: names / 4, 5: names / 2, 6: names / 4} {
+		if got := seen[c]; got < want/2 || got > want*3/2 {
+			t.Errorf("cost %d for %d of %d unknown names, want about %d (%v)", c, got, names, want, seen)
+		}
+	}
+	if len(seen) != 3 {
+		t.Errorf("unknown names cost %v, want only the users' costs 4, 5, 6", seen)
+	}
+	// Without users (or before PrepareDummies): bcrypt's default.
+	if got := (&File{}).Cost("nobody"); got != bcrypt.DefaultCost {
+		t.Errorf("empty file: Cost = %d", got)
+	}
+}

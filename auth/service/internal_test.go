@@ -192,3 +192,35 @@ func BenchmarkAuthorizeUncachedToken(b *testing.B) {
 		}
 	}
 }
+
+// TestUnknownUsersCostWhatUsersCost: the service compares an unknown
+// user's password against a hash of its users' cost, recomputed when the
+// htpasswd file is reloaded (it was always bcrypt's default, 10).
+func TestUnknownUsersCostWhatUsersCost(t *testing.T) {
+	hp := filepath.Join(t.TempDir(), "htpasswd")
+	write := func(cost int) {
+		f := &htpasswd.File{}
+		if err := f.Set("alice", "pw", cost); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Save(hp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(bcrypt.MinCost + 1)
+	now := time.Now()
+	s, err := New(Options{Mode: ModeBasic, Htpasswd: hp, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.users.Load().Cost("mallory"); got != bcrypt.MinCost+1 {
+		t.Errorf("unknown user's cost = %d, want the users' %d", got, bcrypt.MinCost+1)
+	}
+	write(bcrypt.MinCost + 2)
+	now = now.Add(3 * time.Second) // the file is stat'ed every 2s
+	s.maybeReload(now)
+	if got := s.users.Load().Cost("mallory"); got != bcrypt.MinCost+2 {
+		t.Errorf("after reload: unknown user's cost = %d, want %d", got, bcrypt.MinCost+2)
+	}
+}

@@ -191,6 +191,9 @@ func (s *Service) loadUsers() error {
 	if err != nil {
 		return err
 	}
+	if err := f.PrepareDummies(); err != nil {
+		return err
+	}
 	s.users.Store(f)
 	s.fileStat.Store(stamp)
 	s.basic.clear()
