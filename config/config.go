@@ -78,7 +78,7 @@ type Auth struct {
 // FailedLogins shapes the failed-login rate limit (per client address and
 // per user).
 type FailedLogins struct {
-	PerMinute int `yaml:"per_minute" doc:"failed logins allowed per minute per client address and per user (then 429)"`
+	PerMinute int `yaml:"per_minute" doc:"failed logins allowed per minute per client address and per user (then 429 for that address; for that user only from addresses that failed for it)"`
 	Burst     int `yaml:"burst" doc:"failed logins allowed in a burst before the rate applies"`
 }
 
@@ -270,7 +270,7 @@ func Default() Config {
 		Signing:  Signing{Signer: "local"},
 		Auth: Auth{
 			Mode: "none", Service: "wharf", BasicCacheTTL: time.Minute, CacheSize: 10000,
-			FailedLogins: FailedLogins{PerMinute: 10, Burst: 10},
+			FailedLogins: FailedLogins{PerMinute: 10, Burst: 20},
 			Token:        Token{Issuer: "wharf-token-service", TTL: 5 * time.Minute},
 		},
 	}

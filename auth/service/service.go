@@ -19,8 +19,10 @@
 //     except when the token is one of ours and the policy would not grant
 //     the scope to its subject anyway: then 403 DENIED, since a new token
 //     cannot help;
-//   - too many failed logins from the client address or for the user:
-//     429 TOOMANYREQUESTS with Retry-After, before any password check.
+//   - too many failed logins from the client address, or for a user being
+//     guessed from an address that failed for it lately: 429
+//     TOOMANYREQUESTS with Retry-After, before any password check (other
+//     addresses still log in as that user).
 //
 // A token grants its access claim and nothing more, wherever the server
 // asks (Authorize, a mount's source, the catalog): the policy decides
@@ -89,7 +91,9 @@ type Options struct {
 	BasicCacheTTL time.Duration
 	CacheSize     int
 	// FailedLoginsPerMinute and FailedLoginsBurst shape the failed-login
-	// buckets of each client address and each user (default 10 and 10).
+	// buckets of each client address and each user (default 10 and 20:
+	// one containerd pull with a wrong password fails ~5 logins, as it
+	// retries the 401, so four such pulls fit in the burst).
 	FailedLoginsPerMinute float64
 	FailedLoginsBurst     int
 	Logger                *slog.Logger
@@ -155,7 +159,7 @@ func New(o Options) (*Service, error) {
 		o.FailedLoginsPerMinute = 10
 	}
 	if o.FailedLoginsBurst <= 0 {
-		o.FailedLoginsBurst = 10
+		o.FailedLoginsBurst = 20
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -281,6 +285,12 @@ func (s *Service) checkBasic(r *http.Request, b64 string) (principal, error) {
 	s.maybeReload(now)
 	key := cacheKey("basic", b64)
 	if p, ok := s.basic.get(key, now); ok {
+		// A limited address is refused even the remembered right
+		// password, or it would tell a right guess (200) from the rest
+		// (429) while the user's credentials are cached.
+		if d := s.limiter.wait(now, auth.ClientAddr(r), p.id.Subject); d > 0 {
+			return principal{}, rateLimited(d)
+		}
 		return p, nil
 	}
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
@@ -300,16 +310,16 @@ func (s *Service) checkBasic(r *http.Request, b64 string) (principal, error) {
 }
 
 // login checks a password, rate-limiting failures per client address and
-// per user. The password is never logged.
+// per user (loginLimiter: a user being guessed is not locked out of
+// addresses that are not guessing). The password is never logged.
 func (s *Service) login(r *http.Request, user, pass string, now time.Time) error {
 	ip := auth.ClientAddr(r)
-	keys := []string{"ip:" + ip, "user:" + user}
-	if d := s.limiter.wait(now, keys...); d > 0 {
+	if d := s.limiter.wait(now, ip, user); d > 0 {
 		s.log.WarnContext(r.Context(), "login refused: too many failed logins", "user", user, "remote", ip, "retry_after", d.Round(time.Second))
 		return rateLimited(d)
 	}
 	if !s.users.Load().Verify(user, pass) {
-		s.limiter.fail(now, keys...)
+		s.limiter.fail(now, ip, user)
 		s.log.WarnContext(r.Context(), "failed login", "user", user, "remote", ip)
 		return errUnauthorized
 	}

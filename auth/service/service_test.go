@@ -78,6 +78,8 @@ const extIssuer = "https://idp.example"
 
 type fixtureOpts struct {
 	burst int
+	// defaultLimits keeps the service's default failed-login limits.
+	defaultLimits bool
 	// trustLoopback makes the server trust X-Forwarded-For from
 	// 127.0.0.0/8, as behind a load balancer.
 	trustLoopback bool
@@ -112,6 +114,9 @@ func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
 	}
 	if len(fo) > 0 && fo[0].burst > 0 {
 		o.FailedLoginsBurst, o.FailedLoginsPerMinute = fo[0].burst, 1
+	}
+	if len(fo) > 0 && fo[0].defaultLimits {
+		o.FailedLoginsBurst, o.FailedLoginsPerMinute = 0, 0
 	}
 	if mode == service.ModeToken {
 		key, err := token.LoadOrCreateSigningKey(filepath.Join(dir, "token-key.pem"))
