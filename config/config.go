@@ -58,7 +58,7 @@ type Tracing struct {
 // Metrics configures the Prometheus endpoint and the debug endpoints.
 type Metrics struct {
 	Enabled bool   `yaml:"enabled" doc:"serve Prometheus metrics on /metrics and instrument requests, stores, signer and auth (false: no metrics middleware at all)"`
-	Addr    string `yaml:"addr" doc:"separate listen address for /metrics (and pprof); empty: /metrics on the main listener"`
+	Addr    string `yaml:"addr" doc:"separate listen address for /metrics (and pprof), no credentials needed; empty: /metrics on the main listener (admins only with auth basic/token)"`
 	Pprof   bool   `yaml:"pprof" doc:"serve /debug/pprof/ on metrics.addr (never on the main listener)"`
 }
 

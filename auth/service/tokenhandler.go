@@ -115,7 +115,7 @@ func (s *Service) serveToken(w http.ResponseWriter, r *http.Request) {
 		var rl *RateLimitedError
 		switch {
 		case errors.As(err, &rl):
-			w.Header().Set("Retry-After", strconv.Itoa(int((rl.After+time.Second-1)/time.Second)))
+			setRetryAfter(w, rl.After)
 			tokenError(w, r, rl.Err, "")
 		case form:
 			oauthError(w, http.StatusUnauthorized, "invalid_grant")
@@ -177,6 +177,10 @@ func parseScope(s string) (auth.Access, bool) {
 		return auth.Access{}, false
 	}
 	return auth.Access{Type: typ, Name: s[i+1 : j], Actions: acts}, true
+}
+
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
 }
 
 func tokenError(w http.ResponseWriter, r *http.Request, e *oci.Error, challenge string) {

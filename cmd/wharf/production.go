@@ -28,6 +28,9 @@ type ops struct {
 	health  *health.Checker
 	log     *slog.Logger
 	msrv    *http.Server // the metrics listener, when metrics.addr is set
+	// adminOnly guards /metrics on the main listener (auth basic/token:
+	// admins only); nil serves it to everyone.
+	adminOnly func(http.Handler) http.Handler
 }
 
 func newOps(cfg config.Config, log *slog.Logger) *ops {
@@ -160,6 +163,9 @@ func checks(cfg config.Config, meta registry.MetadataStore, blobs registry.BlobS
 
 // routes adds the health endpoints, and /metrics unless it has its own
 // listener, to the main server; it starts the metrics listener if any.
+// With auth on, /metrics on the main listener is for admins: it is open
+// to whoever reaches that listener otherwise, while metrics.addr is meant
+// for a private network.
 func (o *ops) routes(srv *server.Server, reg *registry.Registry, cs []health.Check) error {
 	o.health = health.New(health.Options{}, cs...)
 	srv.Handle("/livez", health.Livez())
@@ -170,7 +176,12 @@ func (o *ops) routes(srv *server.Server, reg *registry.Registry, cs []health.Che
 	}
 	if o.cfg.Metrics.Addr == "" {
 		if o.metrics != nil {
-			srv.Handle("/metrics", o.metrics.Handler())
+			h := o.metrics.Handler()
+			if o.adminOnly != nil {
+				h = o.adminOnly(h)
+				o.log.Info("/metrics on the main listener answers admins only (Basic credentials); set metrics.addr to scrape it on a private listener without credentials")
+			}
+			srv.Handle("/metrics", h)
 		}
 		return nil
 	}

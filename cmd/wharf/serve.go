@@ -149,6 +149,9 @@ func serve(ctx context.Context, cfg config.Config, reload func() (config.Config,
 		svc, _ := authz.(*service.Service)
 		go reloadOnHangup(ctx, log, cfg, svc, reload)
 	}
+	if svc, ok := authz.(*service.Service); ok {
+		ops.adminOnly = svc.AdminOnly
+	}
 	authz = ops.authorizer(authz)
 	tlsConfig, err := newTLSConfig(cfg.TLS)
 	if err != nil {
