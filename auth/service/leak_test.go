@@ -115,18 +115,7 @@ func TestMountOnlyFromPullableRepositories(t *testing.T) {
 	for _, mode := range []service.Mode{service.ModeBasic, service.ModeToken} {
 		t.Run(string(mode), func(t *testing.T) {
 			fx := newFixture(t, mode)
-			layerDigest := func(ref string) string {
-				img := fx.push(t, "admin", ref)
-				ls, err := img.Layers()
-				if err != nil {
-					t.Fatal(err)
-				}
-				d, err := ls[0].Digest()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return d.String()
-			}
+			layerDigest := func(ref string) string { return firstLayer(t, fx.push(t, "admin", ref)) }
 			secret := layerDigest("secret/src:v1") // only in secret/src
 			team := layerDigest("team/src:v1")     // only in team/src
 			missing := "sha256:" + strings.Repeat("1", 64)

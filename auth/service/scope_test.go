@@ -11,12 +11,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/auth/service"
-	"github.com/wharf-registry/wharf/auth/token"
 )
+
+// firstLayer is the digest of img's first layer.
+func firstLayer(t *testing.T, img v1.Image) string {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ls[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
 
 // catalogOf is the repositories a GET /v2/_catalog with tok lists.
 func (fx *fixture) catalogOf(t *testing.T, tok string) []string {
@@ -40,15 +53,7 @@ func TestTokenGrantsItsClaimOnly(t *testing.T) {
 	img := fx.push(t, "admin", "team/b:v1")
 	fx.push(t, "admin", "team/d:v1")
 	fx.push(t, "admin", "secret/s:v1")
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := ls[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer := d.String()
+	layer := firstLayer(t, img)
 
 	// writer may pull team/b; this token covers team/d only.
 	tok := fx.token(t, "writer", "repository:team/d:pull,push")
@@ -97,19 +102,7 @@ func TestTokenGrantsItsClaimOnly(t *testing.T) {
 	}
 
 	// An external issuer's token: its claim alone, catalog included.
-	ext := func(acc ...auth.Access) string {
-		tk := jwt.NewWithClaims(jwt.SigningMethodES256, token.Claims{
-			RegisteredClaims: jwt.RegisteredClaims{Issuer: extIssuer, Subject: "writer", Audience: jwt.ClaimStrings{"wharf-test"},
-				ExpiresAt: jwt.NewNumericDate(fx.clock.Now().Add(time.Minute))},
-			Access: acc,
-		})
-		tk.Header["kid"] = "ext"
-		s, err := tk.SignedString(fx.ext)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	ext := func(acc ...auth.Access) string { return fx.extToken(t, "writer", time.Minute, acc...) }
 	push := auth.Access{Type: "repository", Name: "team/e", Actions: []string{"pull", "push"}}
 	if r := fx.bearer(t, http.MethodPost, "/v2/team/e/blobs/uploads/?mount="+layer+"&from=team/b", ext(push)); r.status != http.StatusAccepted {
 		t.Errorf("external token mount without the source: %d", r.status)
@@ -145,13 +138,7 @@ func TestTokenValidNamesAndBoundedScopes(t *testing.T) {
 	get := func(q url.Values) result {
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, fx.reg.URL+"/token?"+q.Encode(), nil)
 		req.SetBasicAuth("reader", users["reader"])
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return result{resp.StatusCode, b, resp.Header}
+		return roundTrip(t, req)
 	}
 	over := scopes(service.MaxScopes + 1)
 	for what, q := range map[string]url.Values{

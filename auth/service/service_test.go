@@ -192,6 +192,18 @@ type result struct {
 	header http.Header
 }
 
+// roundTrip sends req and reads the whole answer.
+func roundTrip(t *testing.T, req *http.Request) result {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return result{resp.StatusCode, b, resp.Header}
+}
+
 var challengeParam = regexp.MustCompile(`(\w+)="([^"]*)"`)
 
 // do sends a request as user ("" anonymous, "wrong" a wrong password):
@@ -220,13 +232,7 @@ func (fx *fixture) do(t *testing.T, user, method, path string) result {
 		if authz != "" {
 			req.Header.Set("Authorization", authz)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return result{resp.StatusCode, b, resp.Header}
+		return roundTrip(t, req)
 	}
 	if fx.mode == service.ModeBasic || strings.Contains(path, "/_wharf/") {
 		return send(basic)
@@ -249,13 +255,7 @@ func (fx *fixture) do(t *testing.T, user, method, path string) result {
 		if basic != "" {
 			req.Header.Set("Authorization", basic)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return result{resp.StatusCode, b, resp.Header}
+		return roundTrip(t, req)
 	}()
 	if tr.status != http.StatusOK {
 		return tr
@@ -495,13 +495,7 @@ func (fx *fixture) bearer(t *testing.T, method, path, tok string) result {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), method, fx.reg.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return result{resp.StatusCode, b, resp.Header}
+	return roundTrip(t, req)
 }
 
 func claims(t *testing.T, tok string) map[string]any {
@@ -627,24 +621,28 @@ func TestTokenPOSTPasswordGrant(t *testing.T) {
 	}
 }
 
+// extToken is a token of the external issuer for subject, expiring after exp.
+func (fx *fixture) extToken(t *testing.T, subject string, exp time.Duration, acc ...auth.Access) string {
+	t.Helper()
+	tk := jwt.NewWithClaims(jwt.SigningMethodES256, token.Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Issuer: extIssuer, Subject: subject, Audience: jwt.ClaimStrings{"wharf-test"},
+			ExpiresAt: jwt.NewNumericDate(fx.clock.Now().Add(exp))},
+		Access: acc,
+	})
+	tk.Header["kid"] = "ext"
+	s, err := tk.SignedString(fx.ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // Tokens of an external issuer are accepted on their access claim alone.
 func TestExternalIssuer(t *testing.T) {
 	fx := newFixture(t, service.ModeToken)
 	fx.push(t, "admin", "team/app:v1")
 	fx.push(t, "admin", "secret/app:v1")
-	sign := func(acc []auth.Access, exp time.Duration) string {
-		tk := jwt.NewWithClaims(jwt.SigningMethodES256, token.Claims{
-			RegisteredClaims: jwt.RegisteredClaims{Issuer: extIssuer, Subject: "ci-bot", Audience: jwt.ClaimStrings{"wharf-test"},
-				ExpiresAt: jwt.NewNumericDate(fx.clock.Now().Add(exp))},
-			Access: acc,
-		})
-		tk.Header["kid"] = "ext"
-		s, err := tk.SignedString(fx.ext)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	sign := func(acc []auth.Access, exp time.Duration) string { return fx.extToken(t, "ci-bot", exp, acc...) }
 	tok := sign([]auth.Access{{Type: "repository", Name: "secret/app", Actions: []string{"pull"}}}, time.Minute)
 	if r := fx.bearer(t, "GET", "/v2/secret/app/manifests/v1", tok); r.status != 200 {
 		t.Errorf("external token pull: %d %s", r.status, r.body)
@@ -674,13 +672,7 @@ func TestFailedLoginsRateLimited(t *testing.T) {
 			try := func(user, pass string) result {
 				req, _ := http.NewRequest("GET", fx.reg.URL+path, nil)
 				req.SetBasicAuth(user, pass)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				b, _ := io.ReadAll(resp.Body)
-				return result{resp.StatusCode, b, resp.Header}
+				return roundTrip(t, req)
 			}
 			for i := range 3 {
 				if r := try("writer", fmt.Sprintf("guess-%d", i)); r.status != 401 {
@@ -715,21 +707,7 @@ func TestFailedLoginsBehindProxy(t *testing.T) {
 	for _, mode := range []service.Mode{service.ModeBasic, service.ModeToken} {
 		t.Run(string(mode), func(t *testing.T) {
 			fx := newFixture(t, mode, fixtureOpts{burst: 3, trustLoopback: true})
-			path := "/v2/"
-			if mode == service.ModeToken {
-				path = "/token?service=wharf-test"
-			}
-			try := func(client, user, pass string) int {
-				req, _ := http.NewRequest("GET", fx.reg.URL+path, nil)
-				req.SetBasicAuth(user, pass)
-				req.Header.Set("X-Forwarded-For", client)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
-				return resp.StatusCode
-			}
+			try := func(client, user, pass string) int { return fx.loginAs(t, client, user, pass) }
 			// A different user each time: only the address bucket fills.
 			for i := range 3 {
 				if got := try("203.0.113.7", fmt.Sprintf("nobody-%d", i), "guess"); got != 401 {
