@@ -41,7 +41,7 @@ type Identity struct {
 	Access []Access
 	// Issuer is the issuer of the caller's token when it is an external
 	// one; "" for callers known locally (users, client certificates and
-	// tokens of the built-in token service), to whom the policy applies.
+	// tokens of the built-in token service, whose subject is a policy user).
 	Issuer string
 }
 
