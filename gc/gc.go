@@ -56,32 +56,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/wharf-registry/wharf/metadata/sqlstore"
 	"github.com/wharf-registry/wharf/registry"
 )
-
-// Store is the bookkeeping the collector needs; *sqlstore.Store (SQLite
-// and PostgreSQL) implements it.
-type Store interface {
-	BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error)
-	BlobCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.QueuedBlob, limit int) ([]sqlstore.QueuedBlob, error)
-	CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error)
-	CollectBlobs(ctx context.Context, ds []digest.Digest, before time.Time) ([]registry.BlobInfo, error)
-	PendingBlobDeletions(ctx context.Context, limit int) ([]sqlstore.PendingDeletion, error)
-	PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]sqlstore.PendingDeletion, error)
-	FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error)
-	FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (int, error)
-	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
-	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after sqlstore.QueuedManifest, limit int) ([]sqlstore.QueuedManifest, error)
-	SettleManifests(ctx context.Context, refs []sqlstore.ManifestRef) (int, error)
-	Rescan(ctx context.Context, page int, countOnly bool) (sqlstore.Rescanned, error)
-	BlobsFreedBy(ctx context.Context, refs []sqlstore.ManifestRef, before time.Time) ([]digest.Digest, error)
-	CollectManifest(ctx context.Context, ref sqlstore.ManifestRef, before time.Time) (bool, error)
-	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
-	ReleaseLease(ctx context.Context, name, holder string) error
-}
-
-var _ Store = (*sqlstore.Store)(nil)
 
 // Options tune a collection.
 type Options struct {
@@ -116,7 +92,7 @@ type Options struct {
 
 // Result is what a pass did (or, dry, would do).
 type Result struct {
-	Manifests    []sqlstore.ManifestRef
+	Manifests    []ManifestRef
 	Blobs        []registry.BlobInfo
 	Bytes        int64
 	ObjectsGone  int // storage objects deleted
@@ -166,9 +142,9 @@ func New(store Store, blobs registry.BlobStore, opts Options) *Collector {
 
 // Rescan queues for review every blob no manifest references and every
 // manifest no tag, index or live subject keeps that is not queued yet
-// (sqlstore.Store.Rescan), in pages of Batch; with DryRun it only counts
+// (Store.Rescan), in pages of Batch; with DryRun it only counts
 // them. A pass that follows reviews what is old enough.
-func (c *Collector) Rescan(ctx context.Context) (sqlstore.Rescanned, error) {
+func (c *Collector) Rescan(ctx context.Context) (Rescanned, error) {
 	return c.store.Rescan(ctx, c.opts.Batch, c.opts.DryRun)
 }
 
@@ -203,7 +179,7 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 	// that goes on deleted something, and MaxPerPass bounds the total).
 	for len(res.Manifests) < c.opts.MaxPerPass {
 		n := 0
-		var after sqlstore.QueuedManifest
+		var after QueuedManifest
 		for len(res.Manifests) < c.opts.MaxPerPass {
 			cands, err := c.store.UntaggedCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Manifests)))
 			if err != nil {
@@ -222,7 +198,7 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 				}
 				continue
 			}
-			var settle []sqlstore.ManifestRef
+			var settle []ManifestRef
 			for _, e := range cands {
 				if !e.Garbage {
 					settle = append(settle, e.ManifestRef)
@@ -267,7 +243,7 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 	// batch per transaction. The cursor moves past every entry, collected
 	// or not (a review removes it or moves it past the cut-off), so the
 	// pass ends.
-	var after sqlstore.QueuedBlob
+	var after QueuedBlob
 	for len(res.Blobs) < c.opts.MaxPerPass {
 		cands, err := c.store.BlobCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Blobs)))
 		if err != nil {

@@ -27,7 +27,6 @@ import (
 	"github.com/wharf-registry/wharf/internal/pgtest"
 	"github.com/wharf-registry/wharf/metadata/postgres"
 	"github.com/wharf-registry/wharf/metadata/sqlite"
-	"github.com/wharf-registry/wharf/metadata/sqlstore"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -649,5 +648,3 @@ func pullImage(ctx context.Context, e *env, repo, tag string) error {
 	}
 	return nil
 }
-
-var _ = sqlstore.ManifestRef{}

@@ -28,11 +28,12 @@ type rule struct {
 var rules = []rule{
 	{dir: "oci", allowed: []string{}},
 	{dir: "registry", allowed: []string{"oci"}},
-	{dir: "metadata", forbidden: []string{"server", "auth", "client", "cmd", "gc", "config"}},
+	// The metadata stores implement gc.Store in gc's types.
+	{dir: "metadata", forbidden: []string{"server", "auth", "client", "cmd", "config"}},
 	{dir: "blobstore", forbidden: []string{"server", "auth", "client", "cmd", "metadata", "gc", "config"}},
 	{dir: "signer", forbidden: []string{"server", "auth", "client", "cmd", "metadata", "gc", "config"}},
 	{dir: "auth", forbidden: []string{"server", "client", "cmd", "metadata", "blobstore", "gc"}},
-	{dir: "gc", forbidden: []string{"server", "auth", "client", "cmd"}},
+	{dir: "gc", forbidden: []string{"server", "auth", "client", "cmd", "metadata"}},
 	{dir: "server", forbidden: []string{"cmd", "metadata", "blobstore", "client", "gc", "config"}},
 	{dir: "client", forbidden: []string{"cmd", "server", "metadata", "blobstore", "gc", "auth", "config"}},
 	{dir: "", forbidden: []string{"cmd"}}, // everything

@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/gc"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -28,7 +29,10 @@ import (
 // gc_manifests.go reviews untagged manifests, gc_rescan.go is the safety
 // net and lease.go the lease background maintenance runs under.
 
-var _ registry.BlobToucher = (*Store)(nil)
+var (
+	_ gc.Store             = (*Store)(nil)
+	_ registry.BlobToucher = (*Store)(nil)
+)
 
 func digests(rows *sql.Rows) ([]digest.Digest, error) {
 	ss, err := scanStrings(rows)

@@ -9,6 +9,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/gc"
+
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -23,18 +25,6 @@ func (s *Store) TouchBlob(ctx context.Context, d digest.Digest) error {
 	})
 }
 
-// QueuedBlob is an entry of the blob review queue.
-type QueuedBlob struct {
-	Digest digest.Digest
-	// ReviewFrom (Unix nanoseconds) is when the review delay started
-	// counting; with Digest, the queue's order and a pass's cursor.
-	ReviewFrom int64
-	// Garbage: when listed, the blob looked collectable (no manifest
-	// references it, created and touched before the cut-off). Only a
-	// review under lock decides; a dry run lists these.
-	Garbage bool
-}
-
 // blobGarbage is 1 when the queued blob q looks collectable at cut-off ?.
 const blobGarbage = `CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.digest = q.digest AND b.created_at < ?)
 		AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = q.digest)
@@ -42,12 +32,12 @@ const blobGarbage = `CASE WHEN EXISTS (SELECT 1 FROM blobs b WHERE b.digest = q.
 
 // BlobCandidatesAfter lists up to limit blob queue entries due for review
 // (review delay counting from before them), after the entry after (the
-// zero QueuedBlob starts from the beginning), in (ReviewFrom, Digest)
+// zero gc.QueuedBlob starts from the beginning), in (ReviewFrom, Digest)
 // order. It reads the queue's index only, so its cost follows what
 // changed, not how many blobs there are. A pass pages through with it and
 // hands every entry to CollectBlobs, which removes it or moves it later,
 // so each is visited once.
-func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after QueuedBlob, limit int) ([]QueuedBlob, error) {
+func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after gc.QueuedBlob, limit int) ([]gc.QueuedBlob, error) {
 	b := before.UnixNano()
 	query := `SELECT q.digest, q.review_from, ` + blobGarbage + ` FROM gc_blob_queue q WHERE q.review_from < ?`
 	args := []any{b, b, b}
@@ -60,9 +50,9 @@ func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after
 		return nil, err
 	}
 	defer rows.Close()
-	var out []QueuedBlob
+	var out []gc.QueuedBlob
 	for rows.Next() {
-		var e QueuedBlob
+		var e gc.QueuedBlob
 		var d string
 		var garbage int
 		if err := rows.Scan(&d, &e.ReviewFrom, &garbage); err != nil {
@@ -75,7 +65,7 @@ func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after
 }
 
 // BlobCandidates lists up to limit queued blobs due for review that look
-// collectable (QueuedBlob.Garbage).
+// collectable (gc.QueuedBlob.Garbage).
 func (s *Store) BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error) {
 	b := before.UnixNano()
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT q.digest FROM gc_blob_queue q WHERE q.review_from < ? AND `+blobGarbage+` = 1

@@ -9,13 +9,9 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// ManifestRef names a manifest in a repository.
-type ManifestRef struct {
-	Repo   string
-	Digest digest.Digest
-}
+	"github.com/wharf-registry/wharf/gc"
+)
 
 // unkeptWhere selects manifests m that no tag, no index of their
 // repository and no live subject keep (a referrer of a live image stays).
@@ -27,23 +23,11 @@ const unkeptWhere = `NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND 
 const untaggedWhere = `m.created_at < ?
 		AND ` + unkeptWhere
 
-// QueuedManifest is an entry of the manifest review queue.
-type QueuedManifest struct {
-	ManifestRef
-	// ReviewFrom (Unix nanoseconds) is the manifest's creation, which
-	// gc.untagged_after counts from; with the ref, the queue's order.
-	ReviewFrom int64
-	// Garbage: when listed, the manifest looked collectable (untagged,
-	// old enough, kept by no index and no live subject). Only a review
-	// under lock decides; a dry run lists these.
-	Garbage bool
-}
-
 // UntaggedCandidatesAfter lists up to limit manifest queue entries due for
 // review (created before before), after the entry after (the zero
-// QueuedManifest starts from the beginning), in (ReviewFrom, Repo, Digest)
+// gc.QueuedManifest starts from the beginning), in (ReviewFrom, Repo, Digest)
 // order. A pass hands each to CollectManifest, which removes it.
-func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, after QueuedManifest, limit int) ([]QueuedManifest, error) {
+func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, after gc.QueuedManifest, limit int) ([]gc.QueuedManifest, error) {
 	b := before.UnixNano()
 	query := `SELECT q.repo, q.digest, q.review_from,
 		CASE WHEN EXISTS (SELECT 1 FROM manifests m WHERE m.repo = q.repo AND m.digest = q.digest AND ` + untaggedWhere + `) THEN 1 ELSE 0 END
@@ -58,9 +42,9 @@ func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, a
 		return nil, err
 	}
 	defer rows.Close()
-	var out []QueuedManifest
+	var out []gc.QueuedManifest
 	for rows.Next() {
-		var e QueuedManifest
+		var e gc.QueuedManifest
 		var d string
 		var garbage int
 		if err := rows.Scan(&e.Repo, &d, &e.ReviewFrom, &garbage); err != nil {
@@ -82,7 +66,7 @@ func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, a
 // manifests after the locks are taken: a change committed before that is
 // seen, and a writer that queues the manifest after waits for the commit
 // and queues it anew. It reports how many entries went.
-func (s *Store) SettleManifests(ctx context.Context, refs []ManifestRef) (dropped int, err error) {
+func (s *Store) SettleManifests(ctx context.Context, refs []gc.ManifestRef) (dropped int, err error) {
 	keys := slices.Clone(refs)
 	slices.SortFunc(keys, compareRefs)
 	keys = slices.Compact(keys)
@@ -100,7 +84,7 @@ func (s *Store) SettleManifests(ctx context.Context, refs []ManifestRef) (droppe
 			}
 			locked = nil
 			for rows.Next() {
-				var r ManifestRef
+				var r gc.ManifestRef
 				var d string
 				if err := rows.Scan(&r.Repo, &d); err != nil {
 					rows.Close()
@@ -127,7 +111,7 @@ func (s *Store) SettleManifests(ctx context.Context, refs []ManifestRef) (droppe
 	return dropped, err
 }
 
-func compareRefs(a, b ManifestRef) int {
+func compareRefs(a, b gc.ManifestRef) int {
 	if c := strings.Compare(a.Repo, b.Repo); c != 0 {
 		return c
 	}
@@ -139,7 +123,7 @@ func refList(n int) string {
 	return strings.TrimSuffix(strings.Repeat("(repo = ? AND digest = ?) OR ", n), " OR ")
 }
 
-func refArgs(refs []ManifestRef) []any {
+func refArgs(refs []gc.ManifestRef) []any {
 	out := make([]any, 0, 2*len(refs))
 	for _, r := range refs {
 		out = append(out, r.Repo, string(r.Digest))
@@ -150,7 +134,7 @@ func refArgs(refs []ManifestRef) []any {
 // BlobsFreedBy lists the blobs a deletion of the manifests refs would
 // leave unreferenced and that are old and untouched enough to be collected
 // with them (what a dry run adds to the blobs no manifest references).
-func (s *Store) BlobsFreedBy(ctx context.Context, refs []ManifestRef, before time.Time) ([]digest.Digest, error) {
+func (s *Store) BlobsFreedBy(ctx context.Context, refs []gc.ManifestRef, before time.Time) ([]digest.Digest, error) {
 	type key struct{ repo, digest string }
 	going := make(map[key]bool, len(refs))
 	for _, r := range refs {
@@ -230,7 +214,7 @@ func (s *Store) BlobsFreedBy(ctx context.Context, refs []ManifestRef, before tim
 // the entry goes unless the manifest is untagged and unkept but younger
 // than before (then a later pass looks again); a manifest tagged, or kept
 // by an index or a subject, is queued again when that changes.
-func (s *Store) CollectManifest(ctx context.Context, ref ManifestRef, before time.Time) (collected bool, err error) {
+func (s *Store) CollectManifest(ctx context.Context, ref gc.ManifestRef, before time.Time) (collected bool, err error) {
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		collected = false
 		exists, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`+s.forUpdate(), ref.Repo, string(ref.Digest))

@@ -6,12 +6,9 @@ import (
 	"errors"
 
 	"github.com/opencontainers/go-digest"
-)
 
-// Rescanned counts what a rescan queued (counting only: would queue).
-type Rescanned struct {
-	Blobs, Manifests int64
-}
+	"github.com/wharf-registry/wharf/gc"
+)
 
 // Rescan queues for review every blob no manifest references and every
 // manifest no tag, index or live subject keeps, that is not queued
@@ -29,8 +26,8 @@ type Rescanned struct {
 // as often as wanted: a second run queues nothing new. An entry's review
 // time is the blob's or manifest's creation, so what is old enough is
 // reviewed by the next pass.
-func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (Rescanned, error) {
-	var out Rescanned
+func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (gc.Rescanned, error) {
+	var out gc.Rescanned
 	if page <= 0 {
 		page = 1000
 	}
@@ -71,9 +68,9 @@ func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (Rescanned
 		after = last
 	}
 	// Manifests, in (repo, digest) pages.
-	var from ManifestRef
+	var from gc.ManifestRef
 	for {
-		var last ManifestRef
+		var last gc.ManifestRef
 		var d string
 		err := s.read.QueryRowContext(ctx, s.q(`SELECT repo, digest FROM manifests WHERE (repo, digest) > (?, ?) ORDER BY repo, digest LIMIT 1 OFFSET ?`),
 			from.Repo, string(from.Digest), page-1).Scan(&last.Repo, &d)

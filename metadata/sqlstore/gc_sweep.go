@@ -9,30 +9,26 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/wharf-registry/wharf/gc"
 )
 
-// PendingDeletion is a storage object the database no longer references.
-type PendingDeletion struct {
-	Digest digest.Digest
-	Key    string
-}
-
 // PendingBlobDeletions lists up to limit queued storage deletions.
-func (s *Store) PendingBlobDeletions(ctx context.Context, limit int) ([]PendingDeletion, error) {
+func (s *Store) PendingBlobDeletions(ctx context.Context, limit int) ([]gc.PendingDeletion, error) {
 	return s.PendingBlobDeletionsAfter(ctx, "", limit)
 }
 
 // PendingBlobDeletionsAfter lists up to limit queued storage deletions of
 // digests after after ("" from the start), in digest order.
-func (s *Store) PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]PendingDeletion, error) {
+func (s *Store) PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]gc.PendingDeletion, error) {
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT digest, deleting_key FROM gc_blob_reviews WHERE deleting_key IS NOT NULL AND digest > ? ORDER BY digest LIMIT ?`), string(after), limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []PendingDeletion
+	var out []gc.PendingDeletion
 	for rows.Next() {
-		var p PendingDeletion
+		var p gc.PendingDeletion
 		var d string
 		if err := rows.Scan(&d, &p.Key); err != nil {
 			return nil, err
