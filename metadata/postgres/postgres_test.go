@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wharf-registry/wharf/gc/gctest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
 	"github.com/wharf-registry/wharf/metadata/metadatatest"
 	"github.com/wharf-registry/wharf/metadata/postgres"
@@ -29,6 +30,13 @@ func open(t *testing.T, dsn string) *postgres.Store {
 func TestContract(t *testing.T) {
 	metadatatest.Run(t, func(t *testing.T) registry.MetadataStore {
 		return open(t, pgtest.DSN(t))
+	})
+}
+
+func TestGCContract(t *testing.T) {
+	gctest.Run(t, func(t *testing.T) (gctest.Store, gctest.DB) {
+		s := open(t, pgtest.DSN(t))
+		return s, gctest.DB{DB: s.DB(), Numbered: true, RowLocks: true}
 	})
 }
 

@@ -2,10 +2,12 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/wharf-registry/wharf/gc/gctest"
 	"github.com/wharf-registry/wharf/metadata/metadatatest"
 	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/registry"
@@ -19,6 +21,25 @@ func TestContract(t *testing.T) {
 		}
 		t.Cleanup(func() { s.Close() })
 		return s
+	})
+}
+
+// TestGCContract runs the collector's store contract; its plain SQL goes
+// through a connection of its own to the same file.
+func TestGCContract(t *testing.T) {
+	gctest.Run(t, func(t *testing.T) (gctest.Store, gctest.DB) {
+		p := filepath.Join(t.TempDir(), "wharf.db")
+		s, err := sqlite.Open(context.Background(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		db, err := sql.Open("sqlite", "file:"+p+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return s, gctest.DB{DB: db}
 	})
 }
 
