@@ -50,10 +50,8 @@ func TestSweepPassEnds(t *testing.T) {
 		mid := time.Now()
 		time.Sleep(5 * time.Millisecond)
 		// Collected from the database, storage deletion queued.
-		for _, d := range ds {
-			if _, ok, err := e.store.CollectBlob(context.Background(), d, time.Now().Add(time.Hour)); err != nil || !ok {
-				t.Fatalf("collect %s: %v %v", d, ok, err)
-			}
+		if got, err := e.store.CollectBlobs(context.Background(), ds, time.Now().Add(time.Hour)); err != nil || len(got) != total {
+			t.Fatalf("collected %d of %d, %v", len(got), total, err)
 		}
 		// The first ones (in queue order) are pushed again after the
 		// pass's review cut-off.
@@ -92,7 +90,7 @@ func TestSweepPassEnds(t *testing.T) {
 		if err != nil || len(res.Blobs) != reuploaded || res.ObjectsGone != reuploaded {
 			t.Fatalf("later pass: %d blobs, %d objects, %v", len(res.Blobs), res.ObjectsGone, err)
 		}
-		if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
+		if p, _ := e.store.PendingBlobDeletionsAfter(ctx, "", 10); len(p) != 0 {
 			t.Fatalf("pending after later pass: %v", p)
 		}
 	})

@@ -6,11 +6,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +21,7 @@ import (
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
 	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/gc"
+	"github.com/wharf-registry/wharf/gc/gctest"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
 	"github.com/wharf-registry/wharf/metadata/postgres"
@@ -39,50 +38,16 @@ type env struct {
 	meta  registry.MetadataStore
 	blobs registry.BlobStore
 	root  string
-	raw   rawDB
-}
-
-// rawDB reaches a metadata store's database with plain SQL ('?'
-// placeholders), as a replica older than the review queues would write.
-type rawDB struct {
-	db       *sql.DB
-	numbered bool // PostgreSQL: $n placeholders
-	rowLocks bool
-}
-
-func (r rawDB) query(q string) string {
-	if !r.numbered {
-		return q
-	}
-	for i := 1; strings.Contains(q, "?"); i++ {
-		q = strings.Replace(q, "?", fmt.Sprintf("$%d", i), 1)
-	}
-	return q
-}
-
-func (r rawDB) exec(t testing.TB, q string, args ...any) {
-	t.Helper()
-	if _, err := r.db.ExecContext(context.Background(), r.query(q), args...); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-}
-
-func (r rawDB) count(t testing.TB, q string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := r.db.QueryRowContext(context.Background(), r.query(q), args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
+	raw   gctest.DB
 }
 
 type backend struct {
 	name string
-	open func(t *testing.T) (registry.MetadataStore, gc.Store, rawDB)
+	open func(t *testing.T) (registry.MetadataStore, gc.Store, gctest.DB)
 }
 
 var backends = []backend{
-	{"sqlite", func(t *testing.T) (registry.MetadataStore, gc.Store, rawDB) {
+	{"sqlite", func(t *testing.T) (registry.MetadataStore, gc.Store, gctest.DB) {
 		p := filepath.Join(t.TempDir(), "wharf.db")
 		s, err := sqlite.Open(context.Background(), p)
 		if err != nil {
@@ -94,15 +59,15 @@ var backends = []backend{
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
-		return s, s, rawDB{db: db}
+		return s, s, gctest.DB{DB: db}
 	}},
-	{"postgres", func(t *testing.T) (registry.MetadataStore, gc.Store, rawDB) {
+	{"postgres", func(t *testing.T) (registry.MetadataStore, gc.Store, gctest.DB) {
 		s, err := postgres.Open(context.Background(), postgres.Options{DSN: pgtest.DSN(t), MaxConns: 16})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		return s, s, rawDB{db: s.DB(), numbered: true, rowLocks: true}
+		return s, s, gctest.DB{DB: s.DB(), Numbered: true, RowLocks: true}
 	}},
 }
 
@@ -257,97 +222,6 @@ func TestBlobBeforeManifest(t *testing.T) {
 		res, err = gc.New(e.store, e.blobs, gc.Options{Now: later(1000 * time.Hour)}).Run(ctx)
 		if err != nil || len(res.Blobs) != 0 || !e.objectExists(c) || !e.objectExists(l) {
 			t.Fatalf("referenced blobs collected: %+v, %v", res.Blobs, err)
-		}
-	})
-}
-
-// TestRelinkedSurvives: a blob listed as a candidate and then mounted
-// (or uploaded again) before the collector reaches it stays.
-func TestRelinkedSurvives(t *testing.T) {
-	each(t, func(t *testing.T, e *env) {
-		ctx := context.Background()
-		d := e.putBlob(t, "a", []byte("soon unreferenced"))
-		before := time.Now().Add(time.Second) // everything so far is "old"
-		cands, err := e.store.BlobCandidates(ctx, before, 10)
-		if err != nil || len(cands) != 1 || cands[0] != d {
-			t.Fatalf("candidates %v, %v", cands, err)
-		}
-		// Meanwhile a client mounts it into another repository.
-		ok, err := e.reg.MountBlob(ctx, "b", d, "a", func(string) bool { return true })
-		if err != nil || !ok {
-			t.Fatalf("mount: %v %v", ok, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-		if _, collected, err := e.store.CollectBlob(ctx, d, before.Add(-2*time.Second)); err != nil || collected {
-			t.Fatalf("re-linked blob collected=%v, %v", collected, err)
-		}
-		// The same after an upload of the same bytes.
-		e.putBlob(t, "c", []byte("soon unreferenced"))
-		if _, collected, err := e.store.CollectBlob(ctx, d, before.Add(-2*time.Second)); err != nil || collected {
-			t.Fatalf("re-uploaded blob collected=%v, %v", collected, err)
-		}
-		if !e.objectExists(d) {
-			t.Fatal("object deleted")
-		}
-	})
-}
-
-// TestUploadDuringDeletion: a blob collected from the database whose
-// object deletion is still pending is uploaded again; the sweep must not
-// delete the new upload's object (same content address).
-func TestUploadDuringDeletion(t *testing.T) {
-	each(t, func(t *testing.T, e *env) {
-		ctx := context.Background()
-		data := []byte("collected then pushed again")
-		d := e.putBlob(t, "a", data)
-		future := time.Now().Add(time.Hour)
-		if _, ok, err := e.store.CollectBlob(ctx, d, future); err != nil || !ok {
-			t.Fatalf("collect: %v %v", ok, err)
-		}
-		// The upload lands before the sweep.
-		e.putBlob(t, "a", data)
-		// A sweep now (review window covering the touch) leaves it.
-		gone, err := e.store.FinishBlobDeletion(ctx, d, time.Now().Add(-time.Minute), func(string) error { return errors.New("must not delete") })
-		if err != nil || gone {
-			t.Fatalf("sweep during review: %v %v", gone, err)
-		}
-		// And later, the live row pointing at the same object keeps it.
-		gone, err = e.store.FinishBlobDeletion(ctx, d, future, func(string) error { return errors.New("must not delete") })
-		if err != nil || gone {
-			t.Fatalf("sweep of a live object: %v %v", gone, err)
-		}
-		_, rc, err := e.reg.OpenBlob(ctx, "a", d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, _ := io.ReadAll(rc)
-		rc.Close()
-		if !bytes.Equal(got, data) {
-			t.Fatal("content changed")
-		}
-		if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
-			t.Fatalf("pending after sweep: %v", p)
-		}
-	})
-}
-
-// TestLease: one holder at a time; a released or expired lease passes on.
-func TestLease(t *testing.T) {
-	each(t, func(t *testing.T, e *env) {
-		ctx := context.Background()
-		ok1, err1 := e.store.AcquireLease(ctx, "m", "a", time.Minute)
-		ok2, err2 := e.store.AcquireLease(ctx, "m", "b", time.Minute)
-		ok3, err3 := e.store.AcquireLease(ctx, "m", "a", time.Minute)
-		if !ok1 || ok2 || !ok3 || errors.Join(err1, err2, err3) != nil {
-			t.Fatalf("acquire: a %v, b %v, a again %v (%v %v %v)", ok1, ok2, ok3, err1, err2, err3)
-		}
-		_ = e.store.ReleaseLease(ctx, "m", "a")
-		if ok, err := e.store.AcquireLease(ctx, "m", "b", time.Millisecond); !ok || err != nil {
-			t.Fatalf("after release: %v %v", ok, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-		if ok, err := e.store.AcquireLease(ctx, "m", "a", time.Minute); !ok || err != nil {
-			t.Fatalf("after expiry: %v %v", ok, err)
 		}
 	})
 }
@@ -553,9 +427,8 @@ func underLoad(t *testing.T, e *env, size loadSize, objects func(t *testing.T) m
 		t.Fatalf("live blobs changed: %d -> %d", len(live), len(got))
 	}
 	// A scan, not the queue: the queues must have missed nothing.
-	dbBlobs, err := e.store.(auditor).UnreferencedBlobs(ctx, time.Now().Add(time.Hour), 1000)
-	if err != nil || len(dbBlobs) != 0 {
-		t.Fatalf("unreferenced blobs left in the database: %v %v", dbBlobs, err)
+	if n := e.raw.Count(t, `SELECT COUNT(*) FROM blobs b WHERE NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)`); n != 0 {
+		t.Fatalf("%d unreferenced blobs left in the database", n)
 	}
 	objs := objects(t)
 	for _, b := range res.Blobs {
@@ -585,15 +458,9 @@ func underLoad(t *testing.T, e *env, size loadSize, objects func(t *testing.T) m
 	if len(objs) != len(live) {
 		t.Fatalf("%d objects in storage, %d referenced", len(objs), len(live))
 	}
-	if p, _ := e.store.PendingBlobDeletions(ctx, 10); len(p) != 0 {
+	if p, _ := e.store.PendingBlobDeletionsAfter(ctx, "", 10); len(p) != 0 {
 		t.Fatalf("pending deletions left: %v", p)
 	}
-}
-
-// auditor scans for unreferenced blobs (sqlstore.Store), to check the
-// review queues against.
-type auditor interface {
-	UnreferencedBlobs(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error)
 }
 
 var errRaced = errors.New("tag moved and old manifest collected while pulling")

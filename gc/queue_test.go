@@ -2,7 +2,6 @@ package gc_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
 	"github.com/wharf-registry/wharf/gc"
+	"github.com/wharf-registry/wharf/gc/gctest"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -176,7 +176,7 @@ func putMeta(t *testing.T, e *env, repo, payload string, m registry.NewManifest)
 
 func (e *env) manifestQueued(t *testing.T, repo string, d digest.Digest) bool {
 	t.Helper()
-	return e.raw.count(t, `SELECT COUNT(*) FROM gc_manifest_queue WHERE repo = ? AND digest = ?`, repo, string(d)) == 1
+	return e.raw.Count(t, `SELECT COUNT(*) FROM gc_manifest_queue WHERE repo = ? AND digest = ?`, repo, string(d)) == 1
 }
 
 // TestKeepModeDrainsManifestQueue: with gc.untagged: keep a pass deletes
@@ -202,20 +202,20 @@ func TestKeepModeDrainsManifestQueue(t *testing.T) {
 			Children: []digest.Digest{child}, Tags: []string{"multi"}})
 		referrer := putMeta(t, e, "k", `{"signature":1}`, registry.NewManifest{Record: registry.ManifestRecord{Subject: tagged}})
 		queued := `SELECT COUNT(*) FROM gc_manifest_queue`
-		if n := e.raw.count(t, queued); n != 5 {
+		if n := e.raw.Count(t, queued); n != 5 {
 			t.Fatalf("%d manifest queue entries before the pass; want 5 (tagged later, tag deleted, deleted, child, referrer)", n)
 		}
 		keep := gc.Options{Now: later(48 * time.Hour)}
 		dry := keep
 		dry.DryRun = true
-		if res, err := gc.New(e.store, e.blobs, dry).Run(ctx); err != nil || len(res.Manifests) != 0 || e.raw.count(t, queued) != 5 {
-			t.Fatalf("dry keep pass: %v, manifests %v, %d entries left; want none listed, 5 left", err, res.Manifests, e.raw.count(t, queued))
+		if res, err := gc.New(e.store, e.blobs, dry).Run(ctx); err != nil || len(res.Manifests) != 0 || e.raw.Count(t, queued) != 5 {
+			t.Fatalf("dry keep pass: %v, manifests %v, %d entries left; want none listed, 5 left", err, res.Manifests, e.raw.Count(t, queued))
 		}
 		res, err := gc.New(e.store, e.blobs, keep).Run(ctx)
 		if err != nil || len(res.Manifests) != 0 {
 			t.Fatalf("keep pass: %v, deleted manifests %v", err, res.Manifests)
 		}
-		if n := e.raw.count(t, queued); n != 1 || !e.manifestQueued(t, "k", untagged) {
+		if n := e.raw.Count(t, queued); n != 1 || !e.manifestQueued(t, "k", untagged) {
 			t.Fatalf("%d manifest queue entries after the keep pass (untagged queued: %v); want only the untagged manifest's", n, e.manifestQueued(t, "k", untagged))
 		}
 		for _, d := range []digest.Digest{tagged, untagged, child, referrer} {
@@ -224,23 +224,29 @@ func TestKeepModeDrainsManifestQueue(t *testing.T) {
 			}
 		}
 		// A second keep pass keeps the entry; delete mode then collects it.
-		if _, err := gc.New(e.store, e.blobs, keep).Run(ctx); err != nil || e.raw.count(t, queued) != 1 {
-			t.Fatalf("second keep pass: %v, %d entries", err, e.raw.count(t, queued))
+		if _, err := gc.New(e.store, e.blobs, keep).Run(ctx); err != nil || e.raw.Count(t, queued) != 1 {
+			t.Fatalf("second keep pass: %v, %d entries", err, e.raw.Count(t, queued))
 		}
 		res, err = gc.New(e.store, e.blobs, gc.Options{DeleteUntagged: true, Now: later(48 * time.Hour)}).Run(ctx)
-		if err != nil || len(res.Manifests) != 1 || res.Manifests[0].Digest != untagged || e.raw.count(t, queued) != 0 {
-			t.Fatalf("delete pass: %v, manifests %v, %d entries left; want %s collected, none left", err, res.Manifests, e.raw.count(t, queued), untagged)
+		if err != nil || len(res.Manifests) != 1 || res.Manifests[0].Digest != untagged || e.raw.Count(t, queued) != 0 {
+			t.Fatalf("delete pass: %v, manifests %v, %d entries left; want %s collected, none left", err, res.Manifests, e.raw.Count(t, queued), untagged)
 		}
 	})
 }
 
 // oldReplica writes like a replica from before the review queues: rows
-// only, no queue entries, each blob with its storage object.
+// only (gctest.Legacy), no queue entries, each blob with its storage
+// object.
 type oldReplica struct {
-	t    *testing.T
-	e    *env
-	repo string
-	at   int64
+	gctest.Legacy
+	t *testing.T
+	e *env
+}
+
+func newOldReplica(t *testing.T, e *env, repo string) oldReplica {
+	o := oldReplica{Legacy: gctest.Legacy{DB: e.raw, Repo: repo, At: time.Now().Add(-time.Hour).UnixNano()}, t: t, e: e}
+	o.Repository(t)
+	return o
 }
 
 func (o oldReplica) blob(s string) digest.Digest {
@@ -254,47 +260,27 @@ func (o oldReplica) blob(s string) digest.Digest {
 	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
 		o.t.Fatal(err)
 	}
-	o.e.raw.exec(o.t, `INSERT INTO blobs (digest, size, storage_key, created_at) VALUES (?, ?, ?, ?)`, string(d), len(s), key, o.at)
-	o.e.raw.exec(o.t, `INSERT INTO repository_blobs (repo, digest, created_at) VALUES (?, ?, ?)`, o.repo, string(d), o.at)
-	return d
-}
-
-func (o oldReplica) manifest(payload, tag string, subject digest.Digest, children []digest.Digest, blobs ...digest.Digest) digest.Digest {
-	o.t.Helper()
-	d := digest.FromString(payload)
-	sub := sql.NullString{String: string(subject), Valid: subject != ""}
-	o.e.raw.exec(o.t, `INSERT INTO manifests (repo, digest, media_type, subject, payload, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		o.repo, string(d), oci.MediaTypeOCIManifest, sub, []byte(payload), len(payload), o.at)
-	for _, b := range blobs {
-		o.e.raw.exec(o.t, `INSERT INTO manifest_blobs (repo, manifest_digest, blob_digest) VALUES (?, ?, ?)`, o.repo, string(d), string(b))
-	}
-	for _, c := range children {
-		o.e.raw.exec(o.t, `INSERT INTO manifest_children (repo, parent_digest, child_digest) VALUES (?, ?, ?)`, o.repo, string(d), string(c))
-	}
-	if tag != "" {
-		o.e.raw.exec(o.t, `INSERT INTO tags (repo, name, manifest_digest, updated_at) VALUES (?, ?, ?, ?)`, o.repo, tag, string(d), o.at)
-	}
+	o.Blob(o.t, d, len(s), key)
 	return d
 }
 
 // TestRescanQueuesUnqueuedGarbage: garbage written without queueing (an
 // old replica during a rolling upgrade) is invisible to a pass until a
-// rescan queues it; the rescan leaves out what an index or a live subject
-// keeps, counts without changing anything when dry, and a second rescan
-// queues nothing.
+// rescan queues it; a dry rescan only counts; the pass after a rescan
+// collects the garbage and keeps what a tag, an index or a live subject
+// keeps. (What a rescan queues is gctest's.)
 func TestRescanQueuesUnqueuedGarbage(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		old := oldReplica{t: t, e: e, repo: "up/app", at: time.Now().Add(-time.Hour).UnixNano()}
-		e.raw.exec(t, `INSERT INTO repositories (name, created_at) VALUES (?, ?)`, old.repo, old.at)
+		old := newOldReplica(t, e, "up/app")
 		kept := old.blob("kept layer")
 		orphan := old.blob("orphan layer")
 		untaggedLayer := old.blob("untagged layer")
-		tagged := old.manifest(`{"tagged":1}`, "v1", "", nil, kept)
-		untagged := old.manifest(`{"untagged":1}`, "", "", nil, untaggedLayer)
-		child := old.manifest(`{"child":1}`, "", "", nil, kept)
-		old.manifest(`{"index":1}`, "multi", "", []digest.Digest{child})
-		referrer := old.manifest(`{"signature":1}`, "", tagged, nil)
+		tagged := old.Manifest(t, `{"tagged":1}`, "v1", "", nil, kept)
+		untagged := old.Manifest(t, `{"untagged":1}`, "", "", nil, untaggedLayer)
+		child := old.Manifest(t, `{"child":1}`, "", "", nil, kept)
+		old.Manifest(t, `{"index":1}`, "multi", "", []digest.Digest{child})
+		referrer := old.Manifest(t, `{"signature":1}`, "", tagged, nil)
 
 		opts := gc.Options{DeleteUntagged: true, Now: later(48 * time.Hour)}
 		col := gc.New(e.store, e.blobs, opts)
@@ -306,7 +292,7 @@ func TestRescanQueuesUnqueuedGarbage(t *testing.T) {
 		if r, err := gc.New(e.store, e.blobs, dry).Rescan(ctx); err != nil || r.Blobs != 1 || r.Manifests != 1 {
 			t.Fatalf("dry rescan: %+v, %v; want 1 blob, 1 manifest counted", r, err)
 		}
-		if n := e.raw.count(t, `SELECT COUNT(*) FROM gc_blob_queue`) + e.raw.count(t, `SELECT COUNT(*) FROM gc_manifest_queue`); n != 0 {
+		if n := e.raw.Count(t, `SELECT COUNT(*) FROM gc_blob_queue`) + e.raw.Count(t, `SELECT COUNT(*) FROM gc_manifest_queue`); n != 0 {
 			t.Fatalf("dry rescan queued %d entries", n)
 		}
 		// Pages of 1 (Batch), so every page boundary is crossed.
@@ -314,13 +300,6 @@ func TestRescanQueuesUnqueuedGarbage(t *testing.T) {
 		small.Batch = 1
 		if r, err := gc.New(e.store, e.blobs, small).Rescan(ctx); err != nil || r.Blobs != 1 || r.Manifests != 1 {
 			t.Fatalf("rescan: %+v, %v; want the orphan and the untagged manifest queued", r, err)
-		}
-		if e.manifestQueued(t, old.repo, child) || e.manifestQueued(t, old.repo, referrer) || !e.manifestQueued(t, old.repo, untagged) {
-			t.Fatalf("queued: child %v, referrer %v (want neither), untagged %v (want it)",
-				e.manifestQueued(t, old.repo, child), e.manifestQueued(t, old.repo, referrer), e.manifestQueued(t, old.repo, untagged))
-		}
-		if r, err := col.Rescan(ctx); err != nil || r.Blobs+r.Manifests != 0 {
-			t.Fatalf("second rescan: %+v, %v; want nothing new", r, err)
 		}
 		res, err := col.Run(ctx)
 		if err != nil {
@@ -332,7 +311,7 @@ func TestRescanQueuesUnqueuedGarbage(t *testing.T) {
 			t.Fatalf("pass after the rescan: manifests %v, blobs %v (%d objects); want %s and %v", res.Manifests, digestsOf(res.Blobs), res.ObjectsGone, untagged, want)
 		}
 		for _, d := range []digest.Digest{tagged, child, referrer} {
-			if _, err := e.meta.Manifest(ctx, old.repo, oci.Reference{Digest: d}); err != nil {
+			if _, err := e.meta.Manifest(ctx, old.Repo, oci.Reference{Digest: d}); err != nil {
 				t.Fatalf("kept manifest %s: %v", d, err)
 			}
 		}
@@ -342,66 +321,12 @@ func TestRescanQueuesUnqueuedGarbage(t *testing.T) {
 	})
 }
 
-// TestMountOfReferencedBlobLeavesQueue: mounting a blob a manifest
-// references neither adds nor locks its queue entry (a hot row for a
-// popular base layer otherwise); mounting an unreferenced one queues it.
-func TestMountOfReferencedBlobLeavesQueue(t *testing.T) {
-	each(t, func(t *testing.T, e *env) {
-		ctx := context.Background()
-		_, ds := e.push(t, "base", "v1", `{"base":1}`, "base layer")
-		layer := ds[1]
-		if _, err := gc.New(e.store, e.blobs, gc.Options{Now: later(48 * time.Hour)}).Run(ctx); err != nil {
-			t.Fatal(err)
-		}
-		queued := func(d digest.Digest) int {
-			return e.raw.count(t, `SELECT COUNT(*) FROM gc_blob_queue WHERE digest = ?`, string(d))
-		}
-		if n := queued(layer); n != 0 {
-			t.Fatalf("referenced layer still queued after a pass (%d)", n)
-		}
-		mount := func(ctx context.Context, repo string, d digest.Digest) {
-			t.Helper()
-			if ok, err := e.reg.MountBlob(ctx, repo, d, "base", func(string) bool { return true }); err != nil || !ok {
-				t.Fatalf("mount into %s: %v %v", repo, ok, err)
-			}
-		}
-		mount(ctx, "app1", layer)
-		if n := queued(layer); n != 0 {
-			t.Fatalf("mount of a referenced blob queued it (%d entries)", n)
-		}
-		orphan := e.putBlob(t, "base", []byte("unreferenced"))
-		e.raw.exec(t, `DELETE FROM gc_blob_queue WHERE digest = ?`, string(orphan))
-		mount(ctx, "app1", orphan)
-		if n := queued(orphan); n != 1 {
-			t.Fatalf("mount of an unreferenced blob: %d entries, want 1", n)
-		}
-		if !e.raw.rowLocks {
-			return
-		}
-		// Another transaction holds the layer's queue row: a mount of the
-		// layer does not wait for it.
-		e.raw.exec(t, `INSERT INTO gc_blob_queue (digest, review_from) VALUES (?, ?)`, string(layer), int64(1))
-		tx, err := e.raw.db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tx.Rollback()
-		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM gc_blob_queue WHERE digest = $1 FOR UPDATE`, string(layer)); err != nil {
-			t.Fatal(err)
-		}
-		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		mount(mctx, "app2", layer)
-	})
-}
-
 // TestWorkerRescansOnTakingLease: a worker that takes the maintenance
 // lease rescans before its first pass, so garbage written without queue
 // entries is collected.
 func TestWorkerRescansOnTakingLease(t *testing.T) {
 	each(t, func(t *testing.T, e *env) {
-		old := oldReplica{t: t, e: e, repo: "up/app", at: time.Now().Add(-time.Hour).UnixNano()}
-		e.raw.exec(t, `INSERT INTO repositories (name, created_at) VALUES (?, ?)`, old.repo, old.at)
+		old := newOldReplica(t, e, "up/app")
 		orphan := old.blob("orphan written by an old replica")
 		w := &gc.Worker{Store: e.store, Collector: gc.New(e.store, e.blobs, gc.Options{Now: later(48 * time.Hour)}),
 			GCInterval: time.Hour, Holder: "new", Tick: 10 * time.Millisecond, LeaseTTL: time.Second}

@@ -13,13 +13,9 @@ import (
 // (metadata/sqlstore, SQLite and PostgreSQL) implements it; gctest is the
 // contract both run.
 type Store interface {
-	BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error)
 	BlobCandidatesAfter(ctx context.Context, before time.Time, after QueuedBlob, limit int) ([]QueuedBlob, error)
-	CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error)
 	CollectBlobs(ctx context.Context, ds []digest.Digest, before time.Time) ([]registry.BlobInfo, error)
-	PendingBlobDeletions(ctx context.Context, limit int) ([]PendingDeletion, error)
 	PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]PendingDeletion, error)
-	FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error)
 	FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (int, error)
 	ForgetReviews(ctx context.Context, before time.Time) (int64, error)
 	UntaggedCandidatesAfter(ctx context.Context, before time.Time, after QueuedManifest, limit int) ([]QueuedManifest, error)

@@ -1,7 +1,6 @@
 package sqlstore
 
 import (
-	"database/sql"
 	"slices"
 	"strings"
 
@@ -22,7 +21,7 @@ import (
 // migration 0003) that the writes in this package feed in their own
 // transactions; nothing here scans all blobs or manifests except Rescan,
 // the queues' paged safety net (run on demand, on a lease takeover and
-// daily), and UnreferencedBlobs, an audit.
+// daily).
 //
 // gc_queue.go feeds the queues, gc_blobs.go reviews queued blobs,
 // gc_sweep.go deletes the storage objects of collected ones,
@@ -33,15 +32,6 @@ var (
 	_ gc.Store             = (*Store)(nil)
 	_ registry.BlobToucher = (*Store)(nil)
 )
-
-func digests(rows *sql.Rows) ([]digest.Digest, error) {
-	ss, err := scanStrings(rows)
-	out := make([]digest.Digest, len(ss))
-	for i, s := range ss {
-		out[i] = digest.Digest(s)
-	}
-	return out, err
-}
 
 // inList returns "?, ?, ..." for n values.
 func inList(n int) string {

@@ -64,51 +64,14 @@ func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after
 	return out, rows.Err()
 }
 
-// BlobCandidates lists up to limit queued blobs due for review that look
-// collectable (gc.QueuedBlob.Garbage).
-func (s *Store) BlobCandidates(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error) {
-	b := before.UnixNano()
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT q.digest FROM gc_blob_queue q WHERE q.review_from < ? AND `+blobGarbage+` = 1
-		ORDER BY q.review_from, q.digest LIMIT ?`), b, b, b, limit)
-	if err != nil {
-		return nil, err
-	}
-	return digests(rows)
-}
-
-// UnreferencedBlobs scans every blob for those no manifest references,
-// created and untouched before before: an audit of the queue (what a
-// pass would miss if a change had not fed it), never used by a pass.
-func (s *Store) UnreferencedBlobs(ctx context.Context, before time.Time, limit int) ([]digest.Digest, error) {
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT b.digest FROM blobs b
-		WHERE b.created_at < ?
-		AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
-		AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = b.digest AND r.touched_at >= ?)
-		ORDER BY b.digest LIMIT ?`), before.UnixNano(), before.UnixNano(), limit)
-	if err != nil {
-		return nil, err
-	}
-	return digests(rows)
-}
-
-// CollectBlob removes blob d from the database if, under lock, it is still
-// unreferenced and untouched since before: its repository links and its
-// row go, and its storage key is queued for deletion (FinishBlobDeletion),
-// all in one committed transaction. It reports the blob removed, if any.
-func (s *Store) CollectBlob(ctx context.Context, d digest.Digest, before time.Time) (registry.BlobInfo, bool, error) {
-	got, err := s.CollectBlobs(ctx, []digest.Digest{d}, before)
-	if err != nil || len(got) == 0 {
-		return registry.BlobInfo{Digest: d}, false, err
-	}
-	return got[0], true, nil
-}
-
-// CollectBlobs is CollectBlob for a batch, in one transaction with a fixed
+// CollectBlobs removes from the database the blobs of ds that are still
+// unreferenced and untouched since before, in one transaction with a fixed
 // number of statements: it locks the queue entries, the review rows and
 // then the blob rows of ds (skipping rows other transactions hold),
 // re-checks after taking the locks that each blob is still unreferenced,
 // untouched and created before before, deletes those blobs' rows and links
-// and queues their storage keys, and commits. It returns the blobs removed.
+// and queues their storage keys for deletion (FinishBlobDeletions), and
+// commits. It returns the blobs removed.
 //
 // It also settles the queue entries it locked: an entry goes when its blob
 // was collected, is referenced (losing that reference queues it again) or

@@ -13,11 +13,6 @@ import (
 	"github.com/wharf-registry/wharf/gc"
 )
 
-// PendingBlobDeletions lists up to limit queued storage deletions.
-func (s *Store) PendingBlobDeletions(ctx context.Context, limit int) ([]gc.PendingDeletion, error) {
-	return s.PendingBlobDeletionsAfter(ctx, "", limit)
-}
-
 // PendingBlobDeletionsAfter lists up to limit queued storage deletions of
 // digests after after ("" from the start), in digest order.
 func (s *Store) PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]gc.PendingDeletion, error) {
@@ -39,24 +34,16 @@ func (s *Store) PendingBlobDeletionsAfter(ctx context.Context, after digest.Dige
 	return out, rows.Err()
 }
 
-// FinishBlobDeletion deletes the queued storage object of d with del,
-// holding the lock TouchBlob waits for. It leaves the object alone (and
-// the queue entry, to look again later) while an upload or mount of d
+// FinishBlobDeletions deletes the queued storage objects of ds with del,
+// in one transaction holding the locks TouchBlob waits for: it locks the
+// queued review rows of ds (skipping rows an upload holds), runs del for
+// the objects to delete with up to workers calls at a time, and then drops
+// the entries whose object is gone or live again. It leaves an object
+// alone (and its entry, to look again later) while an upload or mount
 // touched since before may be writing it, and drops the entry without
 // deleting when a blob row has come to point at the same object again.
-// It reports whether del ran.
-func (s *Store) FinishBlobDeletion(ctx context.Context, d digest.Digest, before time.Time, del func(key string) error) (bool, error) {
-	n, err := s.FinishBlobDeletions(ctx, []digest.Digest{d}, before, del, 1)
-	return n > 0, err
-}
-
-// FinishBlobDeletions is FinishBlobDeletion for a batch in one
-// transaction: it locks the queued review rows of ds (skipping rows an
-// upload holds), runs del for the objects to delete with up to workers
-// calls at a time while holding those locks, and then drops the entries
-// whose object is gone or live again. An entry whose del failed stays
-// queued; the failures are returned joined, after the commit. It reports
-// how many objects del deleted.
+// An entry whose del failed stays queued; the failures are returned
+// joined, after the commit. It reports how many objects del deleted.
 func (s *Store) FinishBlobDeletions(ctx context.Context, ds []digest.Digest, before time.Time, del func(key string) error, workers int) (deleted int, err error) {
 	all := sortedUnique(ds)
 	if len(all) == 0 {
