@@ -23,26 +23,7 @@ import (
 // store alone (no storage object: the blob stays referenced).
 func commitBlob(t *testing.T, m registry.MetadataStore, repo, s string) digest.Digest {
 	t.Helper()
-	ctx := context.Background()
-	d := digest.FromString(s)
-	id := fmt.Sprintf("u-%d", time.Now().UnixNano())
-	u := &registry.Upload{ID: id, Repo: repo, HashAlg: digest.SHA256, CreatedAt: time.Now(), UpdatedAt: time.Now()}
-	if err := m.CreateUpload(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.CommitUpload(ctx, id, registry.BlobInfo{Digest: d, Size: int64(len(s)), Key: "key/" + id}); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-func digestsOf(bs []registry.BlobInfo) []digest.Digest {
-	out := make([]digest.Digest, len(bs))
-	for i, b := range bs {
-		out[i] = b.Digest
-	}
-	slices.Sort(out)
-	return out
+	return gctest.Commit(t, m, repo, s, "").Digest
 }
 
 // TestPassReviewsOnlyQueued: a pass looks at the review queue, not at
@@ -74,8 +55,8 @@ func TestPassReviewsOnlyQueued(t *testing.T) {
 		}
 		orph, _ := orphans(t, e, "big", 5)
 		res, err = gc.New(e.store, e.blobs, opts).Run(ctx)
-		if err != nil || res.Reviewed != len(orph) || !slices.Equal(digestsOf(res.Blobs), orph) || res.ObjectsGone != len(orph) {
-			t.Fatalf("second pass: reviewed %d, collected %v (%d objects), %v; want the %d orphans", res.Reviewed, digestsOf(res.Blobs), res.ObjectsGone, err, len(orph))
+		if err != nil || res.Reviewed != len(orph) || !slices.Equal(gctest.DigestsOf(res.Blobs), orph) || res.ObjectsGone != len(orph) {
+			t.Fatalf("second pass: reviewed %d, collected %v (%d objects), %v; want the %d orphans", res.Reviewed, gctest.DigestsOf(res.Blobs), res.ObjectsGone, err, len(orph))
 		}
 		res, err = gc.New(e.store, e.blobs, opts).Run(ctx)
 		if err != nil || res.Reviewed != 0 {
@@ -111,19 +92,19 @@ func TestDeleteManifestQueuesBlobs(t *testing.T) {
 			return res
 		}
 		if res := run(opts); len(res.Blobs) != 0 || res.Reviewed != 3 {
-			t.Fatalf("before the delete: reviewed %d, collected %v; want the 3 uploads reviewed, none collected", res.Reviewed, digestsOf(res.Blobs))
+			t.Fatalf("before the delete: reviewed %d, collected %v; want the 3 uploads reviewed, none collected", res.Reviewed, gctest.DigestsOf(res.Blobs))
 		}
 		if err := e.reg.DeleteManifest(ctx, "r", oci.Reference{Digest: a}); err != nil {
 			t.Fatal(err)
 		}
 		dry := opts
 		dry.DryRun = true
-		if res := run(dry); !slices.Equal(digestsOf(res.Blobs), []digest.Digest{ca}) || res.Reviewed != 2 {
-			t.Fatalf("dry run: reviewed %d, listed %v; want the 2 blobs of the deleted manifest reviewed, %s listed", res.Reviewed, digestsOf(res.Blobs), ca)
+		if res := run(dry); !slices.Equal(gctest.DigestsOf(res.Blobs), []digest.Digest{ca}) || res.Reviewed != 2 {
+			t.Fatalf("dry run: reviewed %d, listed %v; want the 2 blobs of the deleted manifest reviewed, %s listed", res.Reviewed, gctest.DigestsOf(res.Blobs), ca)
 		}
 		res := run(opts)
-		if !slices.Equal(digestsOf(res.Blobs), []digest.Digest{ca}) || res.Reviewed != 2 || res.ObjectsGone != 1 {
-			t.Fatalf("after the delete: reviewed %d, collected %v (%d objects); want %s", res.Reviewed, digestsOf(res.Blobs), res.ObjectsGone, ca)
+		if !slices.Equal(gctest.DigestsOf(res.Blobs), []digest.Digest{ca}) || res.Reviewed != 2 || res.ObjectsGone != 1 {
+			t.Fatalf("after the delete: reviewed %d, collected %v (%d objects); want %s", res.Reviewed, gctest.DigestsOf(res.Blobs), res.ObjectsGone, ca)
 		}
 		if e.objectExists(ca) || !e.objectExists(shared) || !e.objectExists(cb) {
 			t.Fatalf("objects: %s %v (want gone), shared %v, %s %v", ca, e.objectExists(ca), e.objectExists(shared), cb, e.objectExists(cb))
@@ -140,8 +121,8 @@ func TestDeleteManifestQueuesBlobs(t *testing.T) {
 		cc := e.putBlob(t, "r", []byte(`{"c":1}`))
 		c := put("b", cc, 7)
 		res = run(opts)
-		if len(res.Manifests) != 1 || res.Manifests[0].Digest != b || !slices.Equal(digestsOf(res.Blobs), []digest.Digest{cb}) {
-			t.Fatalf("after the tag moved: manifests %v, blobs %v; want %s and %s", res.Manifests, digestsOf(res.Blobs), b, cb)
+		if len(res.Manifests) != 1 || res.Manifests[0].Digest != b || !slices.Equal(gctest.DigestsOf(res.Blobs), []digest.Digest{cb}) {
+			t.Fatalf("after the tag moved: manifests %v, blobs %v; want %s and %s", res.Manifests, gctest.DigestsOf(res.Blobs), b, cb)
 		}
 		// Tag b deleted: c goes, and the shared layer with it.
 		if err := e.reg.DeleteManifest(ctx, "r", oci.Reference{Tag: "b"}); err != nil {
@@ -150,8 +131,8 @@ func TestDeleteManifestQueuesBlobs(t *testing.T) {
 		res = run(opts)
 		want := []digest.Digest{cc, shared}
 		slices.Sort(want)
-		if len(res.Manifests) != 1 || res.Manifests[0].Digest != c || !slices.Equal(digestsOf(res.Blobs), want) {
-			t.Fatalf("after the tag was deleted: manifests %v, blobs %v; want %s and %v", res.Manifests, digestsOf(res.Blobs), c, want)
+		if len(res.Manifests) != 1 || res.Manifests[0].Digest != c || !slices.Equal(gctest.DigestsOf(res.Blobs), want) {
+			t.Fatalf("after the tag was deleted: manifests %v, blobs %v; want %s and %v", res.Manifests, gctest.DigestsOf(res.Blobs), c, want)
 		}
 		if _, err := e.meta.Blob(ctx, shared); !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("shared layer: %v", err)
@@ -163,15 +144,7 @@ func TestDeleteManifestQueuesBlobs(t *testing.T) {
 // only names it) and returns its digest.
 func putMeta(t *testing.T, e *env, repo, payload string, m registry.NewManifest) digest.Digest {
 	t.Helper()
-	d := digest.FromString(payload)
-	m.Record.Digest, m.Record.Payload = d, []byte(payload)
-	if m.Record.MediaType == "" {
-		m.Record.MediaType = oci.MediaTypeOCIManifest
-	}
-	if err := e.meta.PutManifest(context.Background(), repo, m); err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return gctest.Put(t, e.meta, repo, payload, m)
 }
 
 func (e *env) manifestQueued(t *testing.T, repo string, d digest.Digest) bool {
@@ -307,8 +280,8 @@ func TestRescanQueuesUnqueuedGarbage(t *testing.T) {
 		}
 		want := []digest.Digest{orphan, untaggedLayer}
 		slices.Sort(want)
-		if len(res.Manifests) != 1 || res.Manifests[0].Digest != untagged || !slices.Equal(digestsOf(res.Blobs), want) || res.ObjectsGone != 2 {
-			t.Fatalf("pass after the rescan: manifests %v, blobs %v (%d objects); want %s and %v", res.Manifests, digestsOf(res.Blobs), res.ObjectsGone, untagged, want)
+		if len(res.Manifests) != 1 || res.Manifests[0].Digest != untagged || !slices.Equal(gctest.DigestsOf(res.Blobs), want) || res.ObjectsGone != 2 {
+			t.Fatalf("pass after the rescan: manifests %v, blobs %v (%d objects); want %s and %v", res.Manifests, gctest.DigestsOf(res.Blobs), res.ObjectsGone, untagged, want)
 		}
 		for _, d := range []digest.Digest{tagged, child, referrer} {
 			if _, err := e.meta.Manifest(ctx, old.Repo, oci.Reference{Digest: d}); err != nil {

@@ -137,9 +137,9 @@ func (l Legacy) Manifest(t testing.TB, payload, tag string, subject digest.Diges
 // hour ahead: a cut-off everything written so far is older than.
 func hourAhead() time.Time { return time.Now().Add(time.Hour) }
 
-// commit records blob content in repo through an upload session, its
+// Commit records blob content in repo through an upload session on m, its
 // object at key ("" a key of the upload's own), and returns it.
-func commit(t *testing.T, s Store, repo, content, key string) registry.BlobInfo {
+func Commit(t testing.TB, m registry.MetadataStore, repo, content, key string) registry.BlobInfo {
 	t.Helper()
 	ctx := context.Background()
 	id := fmt.Sprintf("u-%d", time.Now().UnixNano())
@@ -147,38 +147,49 @@ func commit(t *testing.T, s Store, repo, content, key string) registry.BlobInfo 
 		key = "key/" + id
 	}
 	u := &registry.Upload{ID: id, Repo: repo, HashAlg: digest.SHA256, CreatedAt: time.Now(), UpdatedAt: time.Now()}
-	if err := s.CreateUpload(ctx, u); err != nil {
+	if err := m.CreateUpload(ctx, u); err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.CommitUpload(ctx, id, registry.BlobInfo{Digest: digest.FromString(content), Size: int64(len(content)), Key: key})
+	info, err := m.CommitUpload(ctx, id, registry.BlobInfo{Digest: digest.FromString(content), Size: int64(len(content)), Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return info
 }
 
-// put stores a manifest named by payload and returns its digest.
-func put(t *testing.T, s Store, repo, payload string, m registry.NewManifest) digest.Digest {
+// Put stores on m a manifest named by payload (an OCI image manifest
+// unless m.Record says otherwise) and returns its digest.
+func Put(t testing.TB, m registry.MetadataStore, repo, payload string, nm registry.NewManifest) digest.Digest {
 	t.Helper()
 	d := digest.FromString(payload)
-	m.Record.Digest, m.Record.Payload = d, []byte(payload)
-	if m.Record.MediaType == "" {
-		m.Record.MediaType = oci.MediaTypeOCIManifest
+	nm.Record.Digest, nm.Record.Payload = d, []byte(payload)
+	if nm.Record.MediaType == "" {
+		nm.Record.MediaType = oci.MediaTypeOCIManifest
 	}
-	if err := s.PutManifest(context.Background(), repo, m); err != nil {
+	if err := m.PutManifest(context.Background(), repo, nm); err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-// blobQueue lists the blob queue entries due before before, in pages of
-// two (so the cursor is crossed).
-func blobQueue(t *testing.T, s Store, before time.Time) []gc.QueuedBlob {
+func commit(t *testing.T, s Store, repo, content, key string) registry.BlobInfo {
 	t.Helper()
-	var out []gc.QueuedBlob
-	var after gc.QueuedBlob
+	return Commit(t, s, repo, content, key)
+}
+
+func put(t *testing.T, s Store, repo, payload string, m registry.NewManifest) digest.Digest {
+	t.Helper()
+	return Put(t, s, repo, payload, m)
+}
+
+// all pages through a listing two entries at a time (so every cursor is
+// crossed), each page after the last entry of the one before.
+func all[E any](t *testing.T, list func(after E) ([]E, error)) []E {
+	t.Helper()
+	var out []E
+	var after E
 	for range 1000 {
-		page, err := s.BlobCandidatesAfter(context.Background(), before, after, 2)
+		page, err := list(after)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,15 +199,32 @@ func blobQueue(t *testing.T, s Store, before time.Time) []gc.QueuedBlob {
 		out = append(out, page...)
 		after = page[len(page)-1]
 	}
-	t.Fatal("blob queue does not end")
+	t.Fatal("listing does not end")
 	return nil
+}
+
+// blobQueue lists the blob queue entries due before before.
+func blobQueue(t *testing.T, s Store, before time.Time) []gc.QueuedBlob {
+	t.Helper()
+	return all(t, func(after gc.QueuedBlob) ([]gc.QueuedBlob, error) {
+		return s.BlobCandidatesAfter(context.Background(), before, after, 2)
+	})
 }
 
 // garbage is the digests of the entries listed as garbage, sorted.
 func garbage(es []gc.QueuedBlob) []digest.Digest {
+	return digestsWhere(es, func(e gc.QueuedBlob) bool { return e.Garbage })
+}
+
+// queued is the digests of es, sorted.
+func queued(es []gc.QueuedBlob) []digest.Digest {
+	return digestsWhere(es, func(gc.QueuedBlob) bool { return true })
+}
+
+func digestsWhere(es []gc.QueuedBlob, keep func(gc.QueuedBlob) bool) []digest.Digest {
 	var out []digest.Digest
 	for _, e := range es {
-		if e.Garbage {
+		if keep(e) {
 			out = append(out, e.Digest)
 		}
 	}
@@ -204,33 +232,12 @@ func garbage(es []gc.QueuedBlob) []digest.Digest {
 	return out
 }
 
-func queued(es []gc.QueuedBlob) []digest.Digest {
-	out := make([]digest.Digest, len(es))
-	for i, e := range es {
-		out[i] = e.Digest
-	}
-	slices.Sort(out)
-	return out
-}
-
-// pending lists every queued storage deletion, in pages of two.
+// pending lists every queued storage deletion.
 func pending(t *testing.T, s Store) []gc.PendingDeletion {
 	t.Helper()
-	var out []gc.PendingDeletion
-	var after digest.Digest
-	for range 1000 {
-		page, err := s.PendingBlobDeletionsAfter(context.Background(), after, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			return out
-		}
-		out = append(out, page...)
-		after = page[len(page)-1].Digest
-	}
-	t.Fatal("pending deletions do not end")
-	return nil
+	return all(t, func(after gc.PendingDeletion) ([]gc.PendingDeletion, error) {
+		return s.PendingBlobDeletionsAfter(context.Background(), after.Digest, 2)
+	})
 }
 
 func sorted(ds ...digest.Digest) []digest.Digest {
@@ -239,7 +246,8 @@ func sorted(ds ...digest.Digest) []digest.Digest {
 	return out
 }
 
-func digestsOf(bs []registry.BlobInfo) []digest.Digest {
+// DigestsOf is the digests of bs, sorted.
+func DigestsOf(bs []registry.BlobInfo) []digest.Digest {
 	out := make([]digest.Digest, len(bs))
 	for i, b := range bs {
 		out[i] = b.Digest

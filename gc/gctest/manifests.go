@@ -15,25 +15,12 @@ import (
 	"github.com/wharf-registry/wharf/registry"
 )
 
-// manifestQueue lists the manifest queue entries due before before, in
-// pages of two.
+// manifestQueue lists the manifest queue entries due before before.
 func manifestQueue(t *testing.T, s Store, before time.Time) []gc.QueuedManifest {
 	t.Helper()
-	var out []gc.QueuedManifest
-	var after gc.QueuedManifest
-	for range 1000 {
-		page, err := s.UntaggedCandidatesAfter(context.Background(), before, after, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page) == 0 {
-			return out
-		}
-		out = append(out, page...)
-		after = page[len(page)-1]
-	}
-	t.Fatal("manifest queue does not end")
-	return nil
+	return all(t, func(after gc.QueuedManifest) ([]gc.QueuedManifest, error) {
+		return s.UntaggedCandidatesAfter(context.Background(), before, after, 2)
+	})
 }
 
 // refs is the refs of es (only those listed as garbage, with
