@@ -12,8 +12,9 @@ import (
 // Code is an OCI Distribution error code, as it appears in error bodies.
 type Code string
 
-// The error codes of the distribution spec (plus TAG_INVALID and
-// RANGE_INVALID, which CNCF Distribution also uses and clients understand).
+// The error codes of the distribution spec (plus TAG_INVALID,
+// RANGE_INVALID and UNAVAILABLE, which CNCF Distribution also uses and
+// clients understand).
 const (
 	CodeBlobUnknown         Code = "BLOB_UNKNOWN"
 	CodeBlobUploadInvalid   Code = "BLOB_UPLOAD_INVALID"
@@ -31,6 +32,7 @@ const (
 	CodeDenied              Code = "DENIED"
 	CodeUnsupported         Code = "UNSUPPORTED"
 	CodeTooManyRequests     Code = "TOOMANYREQUESTS"
+	CodeUnavailable         Code = "UNAVAILABLE" // a store is down or full: try later
 	CodeUnknown             Code = "UNKNOWN"
 )
 
@@ -54,6 +56,7 @@ var codeInfo = map[Code]struct {
 	CodeDenied:              {http.StatusForbidden, "requested access to the resource is denied"},
 	CodeUnsupported:         {http.StatusMethodNotAllowed, "the operation is unsupported"},
 	CodeTooManyRequests:     {http.StatusTooManyRequests, "too many requests"},
+	CodeUnavailable:         {http.StatusServiceUnavailable, "service unavailable"},
 	CodeUnknown:             {http.StatusInternalServerError, "unknown error"},
 }
 

@@ -18,6 +18,16 @@ var ErrNotFound = errors.New("not found")
 // (an upload advanced by another request, say).
 var ErrConflict = errors.New("conflict")
 
+// ErrUnavailable is wrapped by a store around an error that says the
+// backend cannot be reached now (connection refused or reset, a server
+// shutting down or starting, a timeout), so callers can answer "try again"
+// without knowing the driver.
+var ErrUnavailable = errors.New("store unavailable")
+
+// ErrInsufficientStorage is wrapped by a blob store around an error that
+// says it is out of space (ENOSPC, a quota).
+var ErrInsufficientStorage = errors.New("insufficient storage")
+
 // BlobStore holds content-addressed bytes. Where a blob lives (its key) is
 // recorded in the metadata store, so a finished upload never has to be
 // copied: the store says where it put it and the metadata remembers.

@@ -512,6 +512,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			// The client went away; nobody will read the answer.
 			e = oci.NewError(oci.CodeUnknown).WithStatus(499)
+		} else if e = storeFault(w, err); e != nil {
+			s.log.WarnContext(r.Context(), "store unavailable", "method", r.Method, "path", truncate(r.URL.Path), "status", e.Status, "err", err)
 		} else {
 			s.log.ErrorContext(r.Context(), "internal error", "method", r.Method, "path", truncate(r.URL.Path), "err", err)
 			e = oci.NewError(oci.CodeUnknown)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/opencontainers/go-digest"
 
@@ -85,7 +86,8 @@ func (s *Store) uploadPath(u *registry.Upload) (string, error) {
 }
 
 // Begin implements registry.UploadStore.
-func (s *Store) Begin(_ context.Context, u *registry.Upload) error {
+func (s *Store) Begin(_ context.Context, u *registry.Upload) (err error) {
+	defer full(&err)
 	p, err := s.uploadPath(u)
 	if err != nil {
 		return err
@@ -128,7 +130,8 @@ func (s *Store) Lock(_ context.Context, u *registry.Upload) (func(), error) {
 // Append implements registry.UploadStore. The file is truncated to the
 // persisted offset first, dropping the tail of a write that was cut off
 // before its offset was recorded.
-func (s *Store) Append(_ context.Context, u *registry.Upload, r io.Reader) (int64, error) {
+func (s *Store) Append(_ context.Context, u *registry.Upload, r io.Reader) (_ int64, err error) {
+	defer full(&err)
 	p, err := s.uploadPath(u)
 	if err != nil {
 		return 0, err
@@ -239,7 +242,8 @@ func Key(d digest.Digest) string {
 // (an identical upload, or a session whose bytes do not match what it
 // claims) that blob stays, verified when it was placed, and ours is
 // dropped. A rename would have replaced it.
-func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (string, error) {
+func (s *Store) Commit(_ context.Context, u *registry.Upload, d digest.Digest) (_ string, err error) {
+	defer full(&err)
 	p, err := s.uploadPath(u)
 	if err != nil {
 		return "", err
@@ -327,6 +331,14 @@ func (s *Store) Abort(_ context.Context, u *registry.Upload) error {
 		return err
 	}
 	return nil
+}
+
+// full wraps *err in registry.ErrInsufficientStorage when the file system
+// is out of space or quota, so the client gets a 507, not a 500.
+func full(err *error) {
+	if *err != nil && (errors.Is(*err, syscall.ENOSPC) || errors.Is(*err, syscall.EDQUOT)) {
+		*err = fmt.Errorf("%w: %w", registry.ErrInsufficientStorage, *err)
+	}
 }
 
 func syncDir(dir string) error {

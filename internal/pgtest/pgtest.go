@@ -48,6 +48,9 @@ type Cluster struct {
 	cmd      *exec.Cmd
 	done     chan struct{}
 	external bool
+	// bin, data and cred start the server again (Up).
+	bin, data string
+	cred      *syscall.Credential
 }
 
 // ErrNoBinaries is returned by Start when PostgreSQL is not installed.
@@ -144,9 +147,10 @@ func Start() (*Cluster, error) {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
+	c.bin, c.data, c.cred = bin, data, cred
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		if lastErr = c.startServer(bin, data, cred); lastErr == nil {
+		if lastErr = c.startServer(0); lastErr == nil {
 			ok = true
 			return c, nil
 		}
@@ -158,13 +162,17 @@ func serverEnv() []string {
 	return []string{"PATH=/usr/bin:/bin", "LANG=C", "LC_ALL=C", "TZ=UTC"}
 }
 
-func (c *Cluster) startServer(bin, data string, cred *syscall.Credential) error {
-	port, err := freePort()
-	if err != nil {
-		return err
+// startServer starts the postmaster on port, or on a free one if 0.
+func (c *Cluster) startServer(port int) error {
+	bin, data, cred := c.bin, c.data, c.cred
+	if port == 0 {
+		var err error
+		if port, err = freePort(); err != nil {
+			return err
+		}
 	}
 	logPath := filepath.Join(c.Dir, "server.log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -242,6 +250,32 @@ func (c *Cluster) stopServer() {
 		<-c.done
 	}
 	c.cmd = nil
+}
+
+// Down shuts the server down (a fast shutdown, as a service restart does)
+// and keeps its data, so a test can watch its clients while the database
+// is gone. Up starts it again.
+func (c *Cluster) Down() {
+	if c != nil && !c.external {
+		c.stopServer()
+	}
+}
+
+// Up starts a server stopped by Down on the same port and data directory.
+func (c *Cluster) Up() error {
+	if c.external || c.cmd != nil {
+		return nil
+	}
+	return c.startServer(c.Port)
+}
+
+// Restart is Down then Up: what clients see of a database restart.
+func (c *Cluster) Restart() error {
+	if c.external {
+		return errors.New("pgtest: cannot restart an external server")
+	}
+	c.Down()
+	return c.Up()
 }
 
 // Stop shuts the server down and removes its directory.

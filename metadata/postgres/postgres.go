@@ -9,11 +9,15 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,7 +191,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	} else {
 		log.Warn("postgres: no LISTEN/NOTIFY; replicas' caches expire after a TTL instead", "ttl", s.ttl, "err", err)
 	}
-	s.Store = sqlstore.New(db, db, sqlstore.Dialect{Numbered: true, RowLocks: true, Notify: s.notify, Retryable: retryable, Echo: s})
+	s.Store = sqlstore.New(db, db, sqlstore.Dialect{Numbered: true, RowLocks: true, Notify: s.notify, Retryable: retryable, Unavailable: unavailable, Echo: s})
 	return s, nil
 }
 
@@ -258,6 +262,26 @@ func unsupported(err error) bool {
 func retryable(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// unavailable: the database could not be reached or went away (refused,
+// reset, shutting down or starting up, timed out, a connection closed
+// under the query), as opposed to an answer it gave. During a restart
+// every query fails one of these ways for a few seconds.
+func unavailable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// 08: connection exception; 57P01..57P03: admin or crash
+		// shutdown, cannot connect now; 53300: too many connections.
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03" || pe.Code == "53300"
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Listening reports whether the change listener is connected.

@@ -17,7 +17,8 @@ import (
 // TouchBlob implements registry.BlobToucher. It leaves the review queue
 // alone: the CommitUpload or LinkBlob that follows a touch queues the blob
 // with a later review time, and a review re-checks the touch anyway.
-func (s *Store) TouchBlob(ctx context.Context, d digest.Digest) error {
+func (s *Store) TouchBlob(ctx context.Context, d digest.Digest) (err error) {
+	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO gc_blob_reviews (digest, touched_at) VALUES (?, ?)
 			ON CONFLICT (digest) DO UPDATE SET touched_at = excluded.touched_at`), string(d), now())

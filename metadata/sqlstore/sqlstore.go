@@ -38,6 +38,10 @@ type Dialect struct {
 	// Retryable reports errors after which a whole transaction may be run
 	// again (serialization failures, deadlocks); nil: none.
 	Retryable func(error) bool
+	// Unavailable reports errors that say the database cannot be reached
+	// now (refused, reset, shutting down, timed out); the store wraps them
+	// in registry.ErrUnavailable. nil: none.
+	Unavailable func(error) bool
 	// Echo, with Notify, lets a write wait after its commit until its own
 	// notification came back through the change listener: by then the
 	// other replicas have been sent it too, so a client's next request to
@@ -206,23 +210,26 @@ func (s *Store) ensureRepo(ctx context.Context, tx *sql.Tx, repo string) error {
 }
 
 // RepoBlob implements registry.MetadataStore.
-func (s *Store) RepoBlob(ctx context.Context, repo string, d digest.Digest) (registry.BlobInfo, error) {
+func (s *Store) RepoBlob(ctx context.Context, repo string, d digest.Digest) (_ registry.BlobInfo, err error) {
+	defer s.down(&err)
 	info := registry.BlobInfo{Digest: d}
-	err := s.read.QueryRowContext(ctx, s.q(`SELECT b.size, b.storage_key FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = ? AND rb.digest = ?`),
+	err = s.read.QueryRowContext(ctx, s.q(`SELECT b.size, b.storage_key FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.repo = ? AND rb.digest = ?`),
 		repo, string(d)).Scan(&info.Size, &info.Key)
 	return info, notFound(err)
 }
 
 // Blob implements registry.MetadataStore.
-func (s *Store) Blob(ctx context.Context, d digest.Digest) (registry.BlobInfo, error) {
+func (s *Store) Blob(ctx context.Context, d digest.Digest) (_ registry.BlobInfo, err error) {
+	defer s.down(&err)
 	info := registry.BlobInfo{Digest: d}
-	err := s.read.QueryRowContext(ctx, s.q(`SELECT size, storage_key FROM blobs WHERE digest = ?
+	err = s.read.QueryRowContext(ctx, s.q(`SELECT size, storage_key FROM blobs WHERE digest = ?
 		AND EXISTS (SELECT 1 FROM repository_blobs WHERE digest = ?)`), string(d), string(d)).Scan(&info.Size, &info.Key)
 	return info, notFound(err)
 }
 
 // ManifestBlobs implements registry.MetadataStore.
-func (s *Store) ManifestBlobs(ctx context.Context, repo string, manifest digest.Digest) ([]registry.BlobInfo, error) {
+func (s *Store) ManifestBlobs(ctx context.Context, repo string, manifest digest.Digest) (_ []registry.BlobInfo, err error) {
+	defer s.down(&err)
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT b.digest, b.size, b.storage_key FROM manifest_blobs mb
 		JOIN repository_blobs rb ON rb.repo = mb.repo AND rb.digest = mb.blob_digest
 		JOIN blobs b ON b.digest = mb.blob_digest
@@ -247,7 +254,8 @@ func (s *Store) ManifestBlobs(ctx context.Context, repo string, manifest digest.
 }
 
 // ReposWithBlob implements registry.MetadataStore.
-func (s *Store) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) ([]string, error) {
+func (s *Store) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) (_ []string, err error) {
+	defer s.down(&err)
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT repo FROM repository_blobs WHERE digest = ? ORDER BY repo LIMIT ?`), string(d), limit)
 	if err != nil {
 		return nil, err
@@ -256,9 +264,10 @@ func (s *Store) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) (
 }
 
 // CommitUpload implements registry.MetadataStore.
-func (s *Store) CommitUpload(ctx context.Context, uploadID string, info registry.BlobInfo) (registry.BlobInfo, error) {
+func (s *Store) CommitUpload(ctx context.Context, uploadID string, info registry.BlobInfo) (_ registry.BlobInfo, err error) {
+	defer s.down(&err)
 	var out registry.BlobInfo
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
 		var repo string
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT repo FROM uploads WHERE id = ?`), uploadID).Scan(&repo); err != nil {
 			return notFound(err)
@@ -296,7 +305,8 @@ func (s *Store) link(ctx context.Context, tx *sql.Tx, repo string, d digest.Dige
 }
 
 // LinkBlob implements registry.MetadataStore.
-func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) (err error) {
+	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var one int
 		// FOR SHARE: garbage collection deletes a blob row under FOR
@@ -316,7 +326,8 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) erro
 }
 
 // UnlinkBlob implements registry.MetadataStore.
-func (s *Store) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
+func (s *Store) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (err error) {
+	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM repository_blobs WHERE repo = ? AND digest = ?`), repo, string(d))
 		if err != nil {
@@ -330,7 +341,8 @@ func (s *Store) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) er
 }
 
 // PutManifest implements registry.MetadataStore.
-func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewManifest) error {
+func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewManifest) (err error) {
+	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var missing registry.MissingReferencesError
 		for _, d := range m.Blobs {
@@ -445,7 +457,8 @@ func (s *Store) exists(ctx context.Context, tx *sql.Tx, query string, args ...an
 }
 
 // Manifest implements registry.MetadataStore.
-func (s *Store) Manifest(ctx context.Context, repo string, ref oci.Reference) (registry.ManifestRecord, error) {
+func (s *Store) Manifest(ctx context.Context, repo string, ref oci.Reference) (_ registry.ManifestRecord, err error) {
+	defer s.down(&err)
 	var row *sql.Row
 	const cols = `m.digest, m.media_type, m.artifact_type, m.subject, m.annotations, m.payload, m.created_at`
 	if ref.IsDigest() {
@@ -473,7 +486,8 @@ func (s *Store) Manifest(ctx context.Context, repo string, ref oci.Reference) (r
 }
 
 // DeleteManifest implements registry.MetadataStore.
-func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
+func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest) (err error) {
+	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM manifests WHERE repo = ? AND digest = ?`), repo, string(d))
 		if err != nil {
@@ -499,7 +513,8 @@ func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest
 }
 
 // DeleteTag implements registry.MetadataStore.
-func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
+func (s *Store) DeleteTag(ctx context.Context, repo, tag string) (err error) {
+	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var old string
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT manifest_digest FROM tags WHERE repo = ? AND name = ?`+s.forUpdate()), repo, tag).Scan(&old); err != nil {
@@ -517,7 +532,8 @@ func (s *Store) DeleteTag(ctx context.Context, repo, tag string) error {
 }
 
 // Tags implements registry.MetadataStore.
-func (s *Store) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
+func (s *Store) Tags(ctx context.Context, repo, last string, n int) (_ []string, err error) {
+	defer s.down(&err)
 	var one int
 	if err := s.read.QueryRowContext(ctx, s.q(`SELECT 1 FROM repositories WHERE name = ?`), repo).Scan(&one); err != nil {
 		return nil, notFound(err)
@@ -530,7 +546,8 @@ func (s *Store) Tags(ctx context.Context, repo, last string, n int) ([]string, e
 }
 
 // Repositories implements registry.MetadataStore.
-func (s *Store) Repositories(ctx context.Context, last string, n int) ([]string, error) {
+func (s *Store) Repositories(ctx context.Context, last string, n int) (_ []string, err error) {
+	defer s.down(&err)
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?`), last, limit(n))
 	if err != nil {
 		return nil, err
@@ -547,7 +564,8 @@ func limit(n int) int64 {
 }
 
 // Referrers implements registry.MetadataStore.
-func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest) ([]oci.Descriptor, error) {
+func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest) (_ []oci.Descriptor, err error) {
+	defer s.down(&err)
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT digest, media_type, artifact_type, size, annotations FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_at, digest`), repo, string(d))
 	if err != nil {
 		return nil, err
@@ -575,8 +593,9 @@ func (s *Store) Referrers(ctx context.Context, repo string, d digest.Digest) ([]
 }
 
 // CreateUpload implements registry.MetadataStore.
-func (s *Store) CreateUpload(ctx context.Context, u *registry.Upload) error {
-	_, err := s.write.ExecContext(ctx, s.q(`INSERT INTO uploads (id, repo, byte_offset, hash_alg, hash_state, backend_state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+func (s *Store) CreateUpload(ctx context.Context, u *registry.Upload) (err error) {
+	defer s.down(&err)
+	_, err = s.write.ExecContext(ctx, s.q(`INSERT INTO uploads (id, repo, byte_offset, hash_alg, hash_state, backend_state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 		u.ID, u.Repo, u.Offset, string(u.HashAlg), u.HashState, u.Backend, u.CreatedAt.UnixNano(), u.UpdatedAt.UnixNano())
 	return err
 }
@@ -597,13 +616,15 @@ func scanUpload(sc interface{ Scan(...any) error }) (*registry.Upload, error) {
 }
 
 // Upload implements registry.MetadataStore.
-func (s *Store) Upload(ctx context.Context, repo, id string) (*registry.Upload, error) {
+func (s *Store) Upload(ctx context.Context, repo, id string) (_ *registry.Upload, err error) {
+	defer s.down(&err)
 	u, err := scanUpload(s.read.QueryRowContext(ctx, s.q(`SELECT `+uploadCols+` FROM uploads WHERE id = ? AND repo = ?`), id, repo))
 	return u, notFound(err)
 }
 
 // UpdateUpload implements registry.MetadataStore.
-func (s *Store) UpdateUpload(ctx context.Context, u *registry.Upload, prevOffset int64) error {
+func (s *Store) UpdateUpload(ctx context.Context, u *registry.Upload, prevOffset int64) (err error) {
+	defer s.down(&err)
 	res, err := s.write.ExecContext(ctx, s.q(`UPDATE uploads SET byte_offset = ?, hash_state = ?, backend_state = ?, updated_at = ? WHERE id = ? AND byte_offset = ?`),
 		u.Offset, u.HashState, u.Backend, u.UpdatedAt.UnixNano(), u.ID, prevOffset)
 	if err != nil {
@@ -616,7 +637,8 @@ func (s *Store) UpdateUpload(ctx context.Context, u *registry.Upload, prevOffset
 }
 
 // DeleteUpload implements registry.MetadataStore.
-func (s *Store) DeleteUpload(ctx context.Context, id string) error {
+func (s *Store) DeleteUpload(ctx context.Context, id string) (err error) {
+	defer s.down(&err)
 	res, err := s.write.ExecContext(ctx, s.q(`DELETE FROM uploads WHERE id = ?`), id)
 	if err != nil {
 		return err
@@ -630,7 +652,8 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) error {
 }
 
 // ExpiredUploads implements registry.MetadataStore.
-func (s *Store) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]*registry.Upload, error) {
+func (s *Store) ExpiredUploads(ctx context.Context, before time.Time, n int) (_ []*registry.Upload, err error) {
+	defer s.down(&err)
 	rows, err := s.read.QueryContext(ctx, s.q(`SELECT `+uploadCols+` FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?`), before.UnixNano(), limit(n))
 	if err != nil {
 		return nil, err
@@ -648,7 +671,18 @@ func (s *Store) ExpiredUploads(ctx context.Context, before time.Time, n int) ([]
 }
 
 // Ping implements registry.MetadataStore.
-func (s *Store) Ping(ctx context.Context) error { return s.read.PingContext(ctx) }
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer s.down(&err)
+	return s.read.PingContext(ctx)
+}
+
+// down wraps *err in registry.ErrUnavailable when the dialect says the
+// database could not be reached, so the server answers 503, not 500.
+func (s *Store) down(err *error) {
+	if *err != nil && s.dialect.Unavailable != nil && !errors.Is(*err, registry.ErrUnavailable) && s.dialect.Unavailable(*err) {
+		*err = fmt.Errorf("%w: %w", registry.ErrUnavailable, *err)
+	}
+}
 
 // Close implements registry.MetadataStore.
 func (s *Store) Close() error {
