@@ -201,6 +201,7 @@ func New(ctx context.Context, o Options) (*Store, error) {
 			so.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		so.UsePathStyle = o.PathStyle
+		so.APIOptions = append(so.APIOptions, markUnavailable)
 		if o.HTTPClient != nil {
 			// Set here, not through the loaded config: there the SDK would
 			// try to add AWS_CA_BUNDLE to it and refuse a plain *http.Client.

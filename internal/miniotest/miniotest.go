@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -55,6 +56,10 @@ type Server struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File
+	// bin, env and the console port start the server again (Up).
+	bin   string
+	env   []string
+	cport int
 }
 
 // Binary finds the minio binary (see the package comment).
@@ -165,35 +170,23 @@ func RunWith(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
+	s.bin = bin
+	s.env = append(append(os.Environ(),
+		"MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
+		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1", "MINIO_REGION="+Region), extraEnv...)
 	var lastErr error
 	for range 5 { // a port may be taken between choosing and binding
 		port, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		cport, err := freePort()
-		if err != nil {
+		if s.cport, err = freePort(); err != nil {
 			return nil, err
 		}
 		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
-		logf, err := os.Create(filepath.Join(dir, "minio.log"))
-		if err != nil {
+		if err := s.startProcess(); err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(bin, "server", "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port),
-			"--console-address", fmt.Sprintf("127.0.0.1:%d", cport), data)
-		cmd.Env = append(os.Environ(),
-			"MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
-			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1", "MINIO_REGION="+Region)
-		cmd.Env = append(cmd.Env, extraEnv...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return nil, err
-		}
-		s.cmd, s.log, s.done = cmd, logf, make(chan struct{})
-		go func() { _ = cmd.Wait(); close(s.done) }()
 		if lastErr = s.waitReady(ctx, 60*time.Second); lastErr == nil {
 			if err := s.createFirstBucket(ctx, 60*time.Second); err != nil {
 				s.Stop()
@@ -204,6 +197,55 @@ func RunWith(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 		s.Stop()
 	}
 	return nil, fmt.Errorf("minio did not start: %w (log: %s)", lastErr, s.tailLog())
+}
+
+// startProcess starts the server on s.Endpoint's port over s.Dir.
+func (s *Server) startProcess() error {
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "minio.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "server", "--quiet", "--address", strings.TrimPrefix(s.Endpoint, "http://"),
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", s.cport), filepath.Join(s.Dir, "data"))
+	cmd.Env = s.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	s.cmd, s.log, s.done = cmd, logf, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.done) }()
+	return nil
+}
+
+// Down stops the server and keeps its data, so a test can watch its
+// clients while the object store is gone. Up starts it again.
+func (s *Server) Down() { s.Stop() }
+
+// Up starts a server stopped by Down on the same port, data and
+// credentials, and waits until it serves.
+func (s *Server) Up(ctx context.Context) error {
+	if s.cmd != nil {
+		select {
+		case <-s.done:
+		default:
+			return nil // running
+		}
+	}
+	if err := s.startProcess(); err != nil {
+		return err
+	}
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		return fmt.Errorf("minio did not restart: %w (log: %s)", err, s.tailLog())
+	}
+	return nil
+}
+
+// Restart is Down then Up: what clients see of an object-store restart.
+func (s *Server) Restart(ctx context.Context) error {
+	s.Down()
+	return s.Up(ctx)
 }
 
 func (s *Server) tailLog() string {
