@@ -39,6 +39,8 @@ type replica struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  string
+	args []string // what (re)starts it
+	env  []string
 }
 
 type cluster struct {
@@ -46,6 +48,19 @@ type cluster struct {
 	lb      string // http://127.0.0.1:port
 	storage string
 	shared  string // the replicas' shared directory (blobs under blobs/ on the filesystem)
+	pg      *pgtest.Cluster
+	minio   *miniotest.Server // s3 only
+}
+
+// options vary the cluster start builds.
+type options struct {
+	pg *pgtest.Cluster // nil: the shared cluster
+	// blobs is the filesystem store's root (default: in the shared dir).
+	blobs string
+	// check is the load balancer's health check path (default /v2/).
+	check string
+	// env is added to the replicas' environment.
+	env []string
 }
 
 func freePort(t *testing.T) int {
@@ -89,27 +104,18 @@ func waitUp(t *testing.T, base string, done chan struct{}, what string) {
 
 func startReplica(t *testing.T, bin, name, dsn, shared string, storageEnv []string) *replica {
 	t.Helper()
-	r := &replica{name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), done: make(chan struct{}), log: filepath.Join(t.TempDir(), name+".log")}
-	logf, err := os.Create(r.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.cmd = exec.Command(bin, "serve", "--addr", r.addr, "--data-dir", filepath.Join(shared, "unused-"+name))
-	var env []string
+	r := &replica{name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(t.TempDir(), name+".log")}
+	r.args = []string{bin, "serve", "--addr", r.addr, "--data-dir", filepath.Join(shared, "unused-"+name)}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WHARF_") { // the test's own settings are not the server's
-			env = append(env, kv)
+			r.env = append(r.env, kv)
 		}
 	}
-	r.cmd.Env = append(append(env,
+	r.env = append(append(r.env,
 		"WHARF_METADATA_DRIVER=postgres", "WHARF_METADATA_POSTGRES_DSN="+dsn,
 		"WHARF_SIGNING_KEYS_FILE="+filepath.Join(shared, "signing-keys.json"),
 		"WHARF_LOG_FORMAT=json", "WHARF_LOG_LEVEL=warn"), storageEnv...)
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = r.cmd.Wait(); logf.Close(); close(r.done) }()
+	r.run(t)
 	t.Cleanup(func() {
 		_ = r.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -127,6 +133,24 @@ func startReplica(t *testing.T, bin, name, dsn, shared string, storageEnv []stri
 	return r
 }
 
+// run starts the replica's process (again, after a kill, on its address).
+func (r *replica) run(t *testing.T) {
+	t.Helper()
+	logf, err := os.OpenFile(r.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(r.args[0], r.args[1:]...)
+	cmd.Env = r.env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
+	r.cmd, r.done = cmd, done
+}
+
 func tail(b []byte) string {
 	if len(b) > 3000 {
 		b = b[len(b)-3000:]
@@ -136,24 +160,30 @@ func tail(b []byte) string {
 
 // storageEnv is the replicas' blob store: a directory both share, or a
 // MinIO bucket with pre-signed redirects.
-func storageEnv(t *testing.T, storage, shared string) []string {
+func storageEnv(t *testing.T, c *cluster, shared, blobs string) []string {
 	t.Helper()
-	switch storage {
+	switch c.storage {
 	case "filesystem":
-		return []string{"WHARF_STORAGE_FILESYSTEM_ROOT=" + filepath.Join(shared, "blobs")}
+		if blobs == "" {
+			blobs = filepath.Join(shared, "blobs")
+		}
+		return []string{"WHARF_STORAGE_FILESYSTEM_ROOT=" + blobs}
 	case "s3":
 		m := miniotest.Start(t)
+		c.minio = m
 		return []string{"WHARF_STORAGE_DRIVER=s3", "WHARF_STORAGE_S3_ENDPOINT=" + m.Endpoint,
 			"WHARF_STORAGE_S3_REGION=" + miniotest.Region, "WHARF_STORAGE_S3_BUCKET=" + m.Bucket,
 			"WHARF_STORAGE_S3_PREFIX=wharf/", "WHARF_STORAGE_S3_PATH_STYLE=true",
 			"WHARF_STORAGE_S3_ACCESS_KEY=" + m.AccessKey, "WHARF_STORAGE_S3_SECRET_KEY=" + m.SecretKey,
 			"WHARF_SIGNING_SIGNER=s3", "WHARF_REDIRECT_ENABLED=true"}
 	}
-	t.Fatalf("storage %q", storage)
+	t.Fatalf("storage %q", c.storage)
 	return nil
 }
 
-func start(t *testing.T, storage string) *cluster {
+func start(t *testing.T, storage string) *cluster { return startWith(t, storage, options{}) }
+
+func startWith(t *testing.T, storage string, o options) *cluster {
 	t.Helper()
 	haproxy, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -162,7 +192,13 @@ func start(t *testing.T, storage string) *cluster {
 		}
 		t.Skip("haproxy not installed")
 	}
-	pg := pgtest.Shared(t)
+	pg := o.pg
+	if pg == nil {
+		pg = pgtest.Shared(t)
+	}
+	if o.check == "" {
+		o.check = "/v2/"
+	}
 	ctx := context.Background()
 	name, dsn, err := pg.CreateDatabase(ctx)
 	if err != nil {
@@ -177,13 +213,25 @@ func start(t *testing.T, storage string) *cluster {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	shared := filepath.Join(dir, "shared")
-	env := storageEnv(t, storage, shared)
-	c := &cluster{storage: storage, shared: shared}
+	c := &cluster{storage: storage, pg: pg, shared: shared}
+	env := append(storageEnv(t, c, shared, o.blobs), o.env...)
 	// Both start at once: migrations run once (advisory lock), both
 	// agree on one signing key (atomic creation).
 	c.a = startReplica(t, bin, "a", dsn, shared, env)
 	c.b = startReplica(t, bin, "b", dsn, shared, env)
 	lbPort := freePort(t)
+	// When no replica can answer, HAProxy does, with an OCI error body
+	// like a replica's (README, scale-out).
+	var errorfiles strings.Builder
+	for code, reason := range map[int]string{502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"} {
+		f := filepath.Join(dir, fmt.Sprintf("%d.http", code))
+		body := `{"errors":[{"code":"UNAVAILABLE","message":"` + lbMessage + `; try again later"}]}` + "\n"
+		resp := fmt.Sprintf("HTTP/1.0 %d %s\r\nCache-Control: no-cache\r\nConnection: close\r\nContent-Type: application/json\r\nRetry-After: 5\r\nContent-Length: %d\r\n\r\n%s", code, reason, len(body), body)
+		if err := os.WriteFile(f, []byte(resp), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&errorfiles, "    errorfile %d %s\n", code, f)
+	}
 	cfg := fmt.Sprintf(`global
     maxconn 512
 defaults
@@ -194,16 +242,16 @@ defaults
     retries 3
     option redispatch
     retry-on conn-failure empty-response
-frontend registry
+%sfrontend registry
     bind 127.0.0.1:%d
     default_backend wharf
 backend wharf
     balance roundrobin
-    option httpchk GET /v2/
+    option httpchk GET %s
     http-check expect status 200
     server a %s check inter 200ms fall 1 rise 2
     server b %s check inter 200ms fall 1 rise 2
-`, lbPort, c.a.addr, c.b.addr)
+`, errorfiles.String(), lbPort, o.check, c.a.addr, c.b.addr)
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
