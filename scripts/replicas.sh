@@ -9,6 +9,8 @@
 #   - replica A killed (SIGKILL) mid-PATCH: the client's retry through the
 #     load balancer finishes on B and every image pushed before is intact.
 # All of it is e2e/replicas (go test); this script turns the conformance run on.
+# The fault soak there (TestSoak; WHARF_SOAK=10m for a long run) is run by
+#   go test -count=1 -v -run '^TestSoak$' ./e2e/replicas/
 #
 #   scripts/replicas.sh
 #

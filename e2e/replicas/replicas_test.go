@@ -290,8 +290,8 @@ func on(base, loc string) string {
 	return u.String()
 }
 
-func do(t *testing.T, method, u string, body []byte, hdr map[string]string) *http.Response {
-	t.Helper()
+// newRequest builds a request with body (nil: none) and headers.
+func newRequest(method, u string, body []byte, hdr map[string]string) *http.Request {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -300,6 +300,12 @@ func do(t *testing.T, method, u string, body []byte, hdr map[string]string) *htt
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	return req
+}
+
+func do(t *testing.T, method, u string, body []byte, hdr map[string]string) *http.Response {
+	t.Helper()
+	req := newRequest(method, u, body, hdr)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)

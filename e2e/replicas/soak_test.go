@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -55,14 +54,7 @@ const (
 )
 
 func soak(t *testing.T, storage string, total time.Duration) {
-	pg, err := pgtest.Start()
-	if errors.Is(err, pgtest.ErrNoBinaries) && !pgtest.Required() {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Stop)
+	pg := pgtest.Private(t)
 	o := options{pg: pg, check: "/readyz", env: []string{
 		"WHARF_GC_INTERVAL=2s", "WHARF_GC_REVIEW_DELAY=2s", "WHARF_HTTP_DRAIN_DELAY=0s"}}
 	if storage == "filesystem" {
@@ -266,15 +258,7 @@ func (w *worker) loop(ctx context.Context) {
 
 // call sends one request to the registry and counts its answer.
 func (w *worker) call(op, method, u string, body []byte, hdr map[string]string) (int, []byte, http.Header) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, _ := http.NewRequest(method, u, rd)
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := soakClient.Do(req)
+	resp, err := soakClient.Do(newRequest(method, u, body, hdr))
 	if err != nil {
 		w.s.st.answer(op, 0, nil, method)
 		return 0, nil, nil
@@ -613,6 +597,14 @@ func (s *soakRun) report(took time.Duration) {
 	}
 	if n := st.status500(); n > 0 {
 		t.Errorf("%d answers were 500", n)
+		for _, r := range []*replica{s.c.a, s.c.b} { // what the replicas said
+			b, _ := os.ReadFile(r.log)
+			for i, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, `"internal error"`) && i < 1e6 {
+					t.Logf("replica %s: %.1000s", r.name, l)
+				}
+			}
+		}
 	}
 }
 

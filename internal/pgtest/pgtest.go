@@ -356,6 +356,22 @@ func Shared(t testing.TB) *Cluster {
 	return c
 }
 
+// Private starts a cluster of t's own (one it may stop and restart without
+// disturbing other tests), stopped when t ends; it skips or fails like
+// Shared.
+func Private(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := Start()
+	if errors.Is(err, ErrNoBinaries) && !Required() {
+		t.Skip(err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
 // DSN returns the DSN of a fresh database on the shared cluster, dropped
 // when the test ends.
 func DSN(t testing.TB) string {

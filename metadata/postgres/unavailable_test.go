@@ -18,14 +18,7 @@ import (
 // error that wraps registry.ErrUnavailable (the server's 503), and nothing
 // else does; once it is back the store works again.
 func TestDatabaseDownIsUnavailable(t *testing.T) {
-	c, err := pgtest.Start()
-	if errors.Is(err, pgtest.ErrNoBinaries) && !pgtest.Required() {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Stop)
+	c := pgtest.Private(t)
 	ctx := context.Background()
 	_, dsn, err := c.CreateDatabase(ctx)
 	if err != nil {
