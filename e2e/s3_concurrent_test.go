@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -34,12 +35,14 @@ func (m losersCounted) CommitUpload(ctx context.Context, id string, info registr
 // clients at once ends as one stored object: every PUT succeeds, each
 // loser's object is deleted (the metadata store keeps the first key), no
 // session leaves anything under uploads/, and the blob pulls.
-func TestS3IdenticalConcurrentUploads(t *testing.T) {
+func TestS3IdenticalConcurrentUploads(t *testing.T) { eachS3(t, testS3IdenticalConcurrentUploads) }
+
+func testS3IdenticalConcurrentUploads(t *testing.T, kind miniotest.Kind) {
 	const clients = 6
 	for _, size := range []int{100000, 6<<20 + 17} { // one PutObject; a multipart upload
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			var losers atomic.Int32
-			reg, _, m := startS3(t, true, func(ms registry.MetadataStore) registry.MetadataStore {
+			reg, _, m := startS3On(t, kind, true, func(ms registry.MetadataStore) registry.MetadataStore {
 				return losersCounted{MetadataStore: ms, losers: &losers}
 			})
 			data := randomBytes(t, size)

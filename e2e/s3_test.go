@@ -32,7 +32,13 @@ import (
 // metadata store (wharftest.Options.Meta).
 func startS3(t *testing.T, presign bool, meta func(registry.MetadataStore) registry.MetadataStore) (*testRegistry, *s3.Store, *miniotest.Server) {
 	t.Helper()
-	m := miniotest.Start(t)
+	return startS3On(t, miniotest.MinIO, presign, meta)
+}
+
+// startS3On is startS3 on a server of kind.
+func startS3On(t *testing.T, kind miniotest.Kind, presign bool, meta func(registry.MetadataStore) registry.MetadataStore) (*testRegistry, *s3.Store, *miniotest.Server) {
+	t.Helper()
+	m := miniotest.StartKind(t, kind)
 	st, err := s3.New(context.Background(), s3.Options{
 		Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: "wharf/",
 		AccessKey: m.AccessKey, SecretKey: m.SecretKey, PathStyle: true, PartSize: s3.MinPartSize,
@@ -47,10 +53,19 @@ func startS3(t *testing.T, presign bool, meta func(registry.MetadataStore) regis
 	return &testRegistry{Registry: wharftest.Start(t, o), rec: &recorder{next: http.DefaultTransport}}, st, m
 }
 
+// eachS3 runs f as a subtest for every kind of S3 server.
+func eachS3(t *testing.T, f func(t *testing.T, kind miniotest.Kind)) {
+	for _, k := range miniotest.Kinds {
+		t.Run(string(k), func(t *testing.T) { f(t, k) })
+	}
+}
+
 // TestS3RedirectPullGGCR: go-containerregistry pushes an image into the
-// S3 store and pulls it back through 307s straight from MinIO.
-func TestS3RedirectPullGGCR(t *testing.T) {
-	reg, _, m := startS3(t, true, nil)
+// S3 store and pulls it back through 307s straight from the S3 server.
+func TestS3RedirectPullGGCR(t *testing.T) { eachS3(t, testS3RedirectPullGGCR) }
+
+func testS3RedirectPullGGCR(t *testing.T, kind miniotest.Kind) {
+	reg, _, m := startS3On(t, kind, true, nil)
 	img, err := random.Image(6<<20+1234, 3) // layers span more than one part
 	if err != nil {
 		t.Fatal(err)
@@ -79,27 +94,29 @@ func TestS3RedirectPullGGCR(t *testing.T) {
 	if _, err := pulled.RawConfigFile(); err != nil {
 		t.Fatal(err)
 	}
-	minioHost := strings.TrimPrefix(m.Endpoint, "http://")
+	s3Host := strings.TrimPrefix(m.Endpoint, "http://")
 	redirects := reg.rec.find(func(e exchange) bool {
 		return e.Method == http.MethodGet && strings.Contains(e.URL.Path, "/blobs/sha256:") && e.Status == http.StatusTemporaryRedirect
 	})
-	fromMinio := reg.rec.find(func(e exchange) bool {
-		return e.URL.Host == minioHost && e.Status == http.StatusOK && e.URL.Query().Get("X-Amz-Signature") != ""
+	fromS3 := reg.rec.find(func(e exchange) bool {
+		return e.URL.Host == s3Host && e.Status == http.StatusOK && e.URL.Query().Get("X-Amz-Signature") != ""
 	})
-	if len(redirects) != 4 || len(fromMinio) != 4 {
-		t.Fatalf("want 4 blob GETs answered 307 and 4 pre-signed downloads from MinIO; got %d and %d", len(redirects), len(fromMinio))
+	if len(redirects) != 4 || len(fromS3) != 4 {
+		t.Fatalf("want 4 blob GETs answered 307 and 4 pre-signed downloads from the S3 server; got %d and %d", len(redirects), len(fromS3))
 	}
 	for _, e := range redirects {
-		if loc, _ := url.Parse(e.Header.Get("Location")); loc == nil || loc.Host != minioHost {
-			t.Fatalf("redirect to %q, not MinIO", e.Header.Get("Location"))
+		if loc, _ := url.Parse(e.Header.Get("Location")); loc == nil || loc.Host != s3Host {
+			t.Fatalf("redirect to %q, not the S3 server", e.Header.Get("Location"))
 		}
 	}
 }
 
 // TestS3BatchEndpointDownloads: every downloadUrl of the batch endpoint
-// downloads its blob from MinIO with a plain client and no credentials.
-func TestS3BatchEndpointDownloads(t *testing.T) {
-	reg, _, m := startS3(t, true, nil)
+// downloads its blob from the S3 server with a plain client and no credentials.
+func TestS3BatchEndpointDownloads(t *testing.T) { eachS3(t, testS3BatchEndpointDownloads) }
+
+func testS3BatchEndpointDownloads(t *testing.T, kind miniotest.Kind) {
+	reg, _, m := startS3On(t, kind, true, nil)
 	img := randomImage(t, 4, true)
 	if err := remote.Write(reg.ref(t, "s3/batch:v1"), img, reg.opts(t)...); err != nil {
 		t.Fatal(err)
@@ -125,7 +142,7 @@ func TestS3BatchEndpointDownloads(t *testing.T) {
 	plain := &http.Client{Timeout: 30 * time.Second}
 	for _, b := range a.Blobs {
 		if !strings.HasPrefix(b.DownloadURL, m.Endpoint+"/") {
-			t.Fatalf("downloadUrl %s is not MinIO's", b.DownloadURL)
+			t.Fatalf("downloadUrl %s is not the S3 server's", b.DownloadURL)
 		}
 		resp, err := plain.Get(b.DownloadURL)
 		if err != nil {
@@ -154,8 +171,10 @@ func TestS3BatchEndpointDownloads(t *testing.T) {
 // TestS3LocalSignerStreamsFromBucket: with the local signer the redirect
 // goes to the registry's own download route, which streams (and serves
 // ranges) from the bucket.
-func TestS3LocalSignerStreamsFromBucket(t *testing.T) {
-	reg, _, _ := startS3(t, false, nil)
+func TestS3LocalSignerStreamsFromBucket(t *testing.T) { eachS3(t, testS3LocalSignerStreamsFromBucket) }
+
+func testS3LocalSignerStreamsFromBucket(t *testing.T, kind miniotest.Kind) {
+	reg, _, _ := startS3On(t, kind, false, nil)
 	data := randomBytes(t, 300000)
 	d := pushBlob(t, reg.URL, "s3/local", data)
 	if got := getBlob(t, reg.URL, "s3/local", d); !bytes.Equal(got, data) {
@@ -184,8 +203,10 @@ func TestS3LocalSignerStreamsFromBucket(t *testing.T) {
 // TestS3ExpiredUploadIsAborted: an abandoned session (one part and a tail
 // in the bucket) is aborted by ExpireUploads: no multipart upload and no
 // tail objects remain.
-func TestS3ExpiredUploadIsAborted(t *testing.T) {
-	reg, st, m := startS3(t, true, nil)
+func TestS3ExpiredUploadIsAborted(t *testing.T) { eachS3(t, testS3ExpiredUploadIsAborted) }
+
+func testS3ExpiredUploadIsAborted(t *testing.T, kind miniotest.Kind) {
+	reg, st, m := startS3On(t, kind, true, nil)
 	loc := startUpload(t, reg.URL, "s3/abandoned")
 	r := do(t, http.MethodPatch, loc, randomBytes(t, 6<<20), "Content-Type: application/octet-stream")
 	expectStatus(t, "patch", r, http.StatusAccepted)

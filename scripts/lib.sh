@@ -20,6 +20,12 @@ CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
 # Keep it in sync with internal/miniotest.Version.
 MINIO_MODULE="github.com/minio/minio"
 MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+# SeaweedFS, the second, independent S3 server (its S3 gateway, `weed mini`).
+# Its release tags are not semver, so the proxy serves pseudo-versions only:
+# this is the newest (`go list -m github.com/seaweedfs/seaweedfs@latest`).
+# Keep it in sync with internal/miniotest.SeaweedFSVersion.
+SEAWEEDFS_MODULE="github.com/seaweedfs/seaweedfs"
+SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 
 # ---- locations ------------------------------------------------------------
 # Everything installed or built by the scripts lives here, outside the repo,
@@ -154,6 +160,33 @@ install_minio() {
 	atomic_install "$tmp/minio" "$bin"
 	rm -rf "$tmp"
 	info "minio: built $bin"
+}
+
+# install_seaweedfs : build SeaweedFS's weed once into
+# $WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION. Its go.mod has a replace
+# directive, which `go install pkg@version` refuses, so the module is
+# downloaded through the proxy and built as the main module.
+install_seaweedfs() {
+	local bin="$WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION" tmp="$WHARF_CACHE/bin-tmp-weed" dir
+	if [[ -x $bin ]]; then
+		info "seaweedfs: cached $bin"
+		return 0
+	fi
+	log "building seaweedfs $SEAWEEDFS_VERSION from the Go module proxy (once; takes minutes)"
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	dir=$(cd "$tmp" && GOFLAGS='' GOWORK=off timeout --foreground 600 \
+		go mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
+	if [[ -z $dir || ! -d $dir ]] || ! (cd "$dir" && GOFLAGS=-mod=mod GOWORK=off \
+		timeout --foreground 2400 nice -n 10 go build -trimpath -o "$tmp/weed" ./weed); then
+		rm -rf "$tmp"
+		err "building $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION failed"
+		return 1
+	fi
+	atomic_install "$tmp/weed" "$bin"
+	rm -rf "$tmp"
+	info "seaweedfs: built $bin"
 }
 
 # start_minio ENVFILE : start a MinIO with a fresh bucket in the background

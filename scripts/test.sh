@@ -101,6 +101,7 @@ step_setup() {
 	install_staticcheck
 	install_client_test_packages
 	install_minio
+	install_seaweedfs
 	install_postgres
 	install_haproxy
 	# fetch and build the conformance suite now, so a failure shows up as a setup problem
@@ -197,6 +198,9 @@ step_gotest() {
 	# the MinIO that install_minio built (internal/miniotest), whatever MINIO_VERSION says
 	if [[ -z ${WHARF_MINIO_BIN:-} && -x $WHARF_CACHE/bin/minio-$MINIO_VERSION ]]; then
 		export WHARF_MINIO_BIN="$WHARF_CACHE/bin/minio-$MINIO_VERSION"
+	fi
+	if [[ -z ${WHARF_SEAWEEDFS_BIN:-} && -x $WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION ]]; then
+		export WHARF_SEAWEEDFS_BIN="$WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION"
 	fi
 	# -v so every test is counted; the live output hides the RUN/PASS/SKIP bookkeeping lines.
 	set +e

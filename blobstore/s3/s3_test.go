@@ -74,8 +74,16 @@ func runContract(t *testing.T, m *miniotest.Server, edit func(*s3.Options)) {
 	)
 }
 
+// eachServer runs f against a fresh server of every kind (MinIO and
+// SeaweedFS), each a subtest named by its kind.
+func eachServer(t *testing.T, f func(t *testing.T, m *miniotest.Server)) {
+	for _, k := range miniotest.Kinds {
+		t.Run(string(k), func(t *testing.T) { f(t, miniotest.StartKind(t, k)) })
+	}
+}
+
 func TestContract(t *testing.T) {
-	runContract(t, miniotest.Start(t), func(*s3.Options) {})
+	eachServer(t, func(t *testing.T, m *miniotest.Server) { runContract(t, m, func(*s3.Options) {}) })
 	// Everything the contract committed or aborted left no multipart
 	// upload behind... except sessions the contract never finished; those
 	// are what ExpireUploads aborts, which TestAbortLeavesNothing covers.
@@ -119,8 +127,9 @@ func appendChunks(t *testing.T, s *s3.Store, u *registry.Upload, data []byte, ch
 // after limits.upload_max_age) leaves no multipart upload and no tail
 // objects, including a multipart upload created by a request whose state
 // was never recorded.
-func TestAbortLeavesNothing(t *testing.T) {
-	m := miniotest.Start(t)
+func TestAbortLeavesNothing(t *testing.T) { eachServer(t, testAbortLeavesNothing) }
+
+func testAbortLeavesNothing(t *testing.T, m *miniotest.Server) {
 	s := newStore(t, m, "abort/")
 	c := m.Client()
 	u := begin(t, s)
@@ -154,8 +163,9 @@ func TestAbortLeavesNothing(t *testing.T) {
 // TestAbortAfterUnrecordedCommit: a session whose Commit succeeded but
 // whose metadata commit failed still has its row; when it expires, Abort
 // removes the completed object too, so nothing leaks.
-func TestAbortAfterUnrecordedCommit(t *testing.T) {
-	m := miniotest.Start(t)
+func TestAbortAfterUnrecordedCommit(t *testing.T) { eachServer(t, testAbortAfterUnrecordedCommit) }
+
+func testAbortAfterUnrecordedCommit(t *testing.T, m *miniotest.Server) {
 	s := newStore(t, m, "unrecorded/")
 	for _, size := range []int{100, 6<<20 + 5} {
 		u := begin(t, s)
@@ -179,8 +189,9 @@ func TestAbortAfterUnrecordedCommit(t *testing.T) {
 
 // TestCommitLeavesOnlyTheBlob: after Commit the blob is at the session's
 // own key (no copy to a content address) and nothing else remains.
-func TestCommitLeavesOnlyTheBlob(t *testing.T) {
-	m := miniotest.Start(t)
+func TestCommitLeavesOnlyTheBlob(t *testing.T) { eachServer(t, testCommitLeavesOnlyTheBlob) }
+
+func testCommitLeavesOnlyTheBlob(t *testing.T, m *miniotest.Server) {
 	s := newStore(t, m, "commit/")
 	c := m.Client()
 	for _, size := range []int{0, 100, 5 << 20, 11<<20 + 7} {
@@ -213,8 +224,9 @@ func TestCommitLeavesOnlyTheBlob(t *testing.T) {
 	}
 }
 
-func TestRangeReads(t *testing.T) {
-	m := miniotest.Start(t)
+func TestRangeReads(t *testing.T) { eachServer(t, testRangeReads) }
+
+func testRangeReads(t *testing.T, m *miniotest.Server) {
 	s := newStore(t, m, "range/")
 	u := begin(t, s)
 	data := make([]byte, 1<<20)
@@ -252,8 +264,9 @@ func TestRangeReads(t *testing.T) {
 
 // TestPresignedURLExpires: a pre-signed URL downloads the blob with no
 // other credential, and once past its expiry MinIO itself refuses it.
-func TestPresignedURLExpires(t *testing.T) {
-	m := miniotest.Start(t)
+func TestPresignedURLExpires(t *testing.T) { eachServer(t, testPresignedURLExpires) }
+
+func testPresignedURLExpires(t *testing.T, m *miniotest.Server) {
 	s := newStore(t, m, "presign/")
 	u := begin(t, s)
 	data := []byte("signed bytes")
@@ -409,8 +422,9 @@ func (e *endOnClose) Close() error {
 // PUT racing that removal fails with AccessDenied: CI saw it once, on the
 // Append right after a part boundary, when the deletion ran in the
 // background beside that Append's own PUT.
-func TestTailGarbageNeverRacesAPut(t *testing.T) {
-	m := miniotest.Start(t)
+func TestTailGarbageNeverRacesAPut(t *testing.T) { eachServer(t, testTailGarbageNeverRacesAPut) }
+
+func testTailGarbageNeverRacesAPut(t *testing.T, m *miniotest.Server) {
 	rec := &recorder{}
 	s, err := s3.New(context.Background(), s3.Options{
 		Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: "race/",

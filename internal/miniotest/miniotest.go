@@ -1,12 +1,14 @@
-// Package miniotest starts a real MinIO server for tests: on a free
+// Package miniotest starts a real S3 server for tests: on a free
 // loopback port, over a temporary directory, with random credentials and a
 // fresh bucket, stopped when the test ends. No S3 mocks: the S3 blob store
-// is tested against the real thing.
+// is tested against the real thing, of two independent implementations:
+// MinIO (Start) and SeaweedFS's S3 gateway (StartKind(t, SeaweedFS)).
 //
-// The binary is found through $WHARF_MINIO_BIN, then
-// ${WHARF_CACHE:-~/.cache/wharf-ci}/bin/minio-<Version> (what
-// scripts/test.sh installs), then minio on PATH. Without one the test is
-// skipped, unless WHARF_REQUIRE_SERVERS=1 (CI), where it fails.
+// A binary is found through $WHARF_MINIO_BIN (or $WHARF_SEAWEEDFS_BIN),
+// then ${WHARF_CACHE:-~/.cache/wharf-ci}/bin/minio-<Version> (or
+// weed-<SeaweedFSVersion>; what scripts/test.sh installs), then minio (or
+// weed) on PATH. Without one the test is skipped, unless
+// WHARF_REQUIRE_SERVERS=1 (CI), where it fails.
 package miniotest
 
 import (
@@ -22,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -40,8 +41,20 @@ const Version = "v0.0.0-20260212201848-7aac2a2c5b7c"
 // Region is the region the server reports.
 const Region = "us-east-1"
 
-// Server is a running MinIO.
+// Kind is an S3 server implementation.
+type Kind string
+
+const (
+	MinIO     Kind = "minio"
+	SeaweedFS Kind = "seaweedfs"
+)
+
+// Kinds are the implementations the S3 store is tested against.
+var Kinds = []Kind{MinIO, SeaweedFS}
+
+// Server is a running S3 server.
 type Server struct {
+	Kind Kind
 	// Endpoint is "http://127.0.0.1:PORT".
 	Endpoint  string
 	AccessKey string
@@ -56,17 +69,25 @@ type Server struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File
-	// bin, env and the console port start the server again (Up).
-	bin   string
-	env   []string
-	cport int
+	// ports, build and health start the server again (Up) on the same
+	// ports, data and credentials.
+	ports  []int
+	build  func(ports []int) *exec.Cmd
+	health string
 }
 
 // Binary finds the minio binary (see the package comment).
-func Binary() (string, error) {
-	if p := os.Getenv("WHARF_MINIO_BIN"); p != "" {
+func Binary() (string, error) { return BinaryOf(MinIO) }
+
+// BinaryOf finds the binary of kind (see the package comment).
+func BinaryOf(kind Kind) (string, error) {
+	env, cached, name := "WHARF_MINIO_BIN", "minio-"+Version, "minio"
+	if kind == SeaweedFS {
+		env, cached, name = "WHARF_SEAWEEDFS_BIN", "weed-"+SeaweedFSVersion, "weed"
+	}
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("WHARF_MINIO_BIN=%s: %w", p, err)
+			return "", fmt.Errorf("%s=%s: %w", env, p, err)
 		}
 		return p, nil
 	}
@@ -77,15 +98,15 @@ func Binary() (string, error) {
 		}
 	}
 	if cache != "" {
-		p := filepath.Join(cache, "bin", "minio-"+Version)
+		p := filepath.Join(cache, "bin", cached)
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p, nil
 		}
 	}
-	if p, err := exec.LookPath("minio"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	return "", errors.New("no minio binary: set WHARF_MINIO_BIN, or run scripts/test.sh once to install it into the cache")
+	return "", fmt.Errorf("no %s binary: set %s, or run scripts/test.sh once to install it into the cache", name, env)
 }
 
 // Options select optional server features; the zero value is what Start
@@ -107,26 +128,43 @@ func Start(t testing.TB) *Server {
 // StartWith is Start with options.
 func StartWith(t testing.TB, o Options) *Server {
 	t.Helper()
-	bin, err := Binary()
+	return start(t, MinIO, func(bin, dir string) (*Server, error) { return RunWith(context.Background(), bin, dir, o) })
+}
+
+// StartKind starts a server of kind that stops when t ends, skipping t
+// like Start.
+func StartKind(t testing.TB, kind Kind) *Server {
+	t.Helper()
+	if kind == MinIO {
+		return Start(t)
+	}
+	return start(t, kind, func(bin, dir string) (*Server, error) { return RunSeaweedFS(context.Background(), bin, dir) })
+}
+
+// start finds kind's binary (skipping or failing t without one), runs it
+// over a new temporary directory and stops and removes both when t ends.
+func start(t testing.TB, kind Kind, run func(bin, dir string) (*Server, error)) *Server {
+	t.Helper()
+	bin, err := BinaryOf(kind)
 	if err != nil {
 		if os.Getenv("WHARF_REQUIRE_SERVERS") == "1" {
 			t.Fatalf("WHARF_REQUIRE_SERVERS=1: %v", err)
 		}
 		t.Skipf("skipping: %v", err)
 	}
-	dir, err := os.MkdirTemp("", "wharf-minio-")
+	dir, err := os.MkdirTemp("", "wharf-"+string(kind)+"-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := RunWith(context.Background(), bin, dir, o)
+	s, err := run(bin, dir)
 	if err != nil {
 		os.RemoveAll(dir)
-		t.Fatalf("minio: %v", err)
+		t.Fatalf("%s: %v", kind, err)
 	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() { // the server's side of a failure, before it is gone
-			t.Logf("minio log (tail):\n%s", s.tailLog())
+			t.Logf("%s log (tail):\n%s", kind, s.tailLog())
 		}
 		os.RemoveAll(dir)
 	})
@@ -156,7 +194,7 @@ func Run(ctx context.Context, bin, dir string) (*Server, error) {
 
 // RunWith is Run with options.
 func RunWith(ctx context.Context, bin, dir string, o Options) (*Server, error) {
-	s := &Server{AccessKey: "wharf" + randomString(6), SecretKey: randomString(20), Bucket: "wharf-" + randomString(4), Dir: dir}
+	s := newServer(MinIO, dir)
 	var extraEnv []string
 	if o.KMS {
 		key := make([]byte, 32)
@@ -170,24 +208,44 @@ func RunWith(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	s.bin = bin
-	s.env = append(append(os.Environ(),
-		"MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
-		"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1", "MINIO_REGION="+Region), extraEnv...)
+	return s.launch(ctx, "/minio/health/ready", 2, func(ports []int) *exec.Cmd {
+		cmd := exec.Command(bin, "server", "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", ports[0]),
+			"--console-address", fmt.Sprintf("127.0.0.1:%d", ports[1]), data)
+		cmd.Env = append(os.Environ(),
+			"MINIO_ROOT_USER="+s.AccessKey, "MINIO_ROOT_PASSWORD="+s.SecretKey,
+			"MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1", "MINIO_REGION="+Region)
+		cmd.Env = append(cmd.Env, extraEnv...)
+		return cmd
+	})
+}
+
+// newServer is a Server of kind over dir with fresh credentials and a
+// fresh bucket name, not started.
+func newServer(kind Kind, dir string) *Server {
+	return &Server{Kind: kind, AccessKey: "wharf" + randomString(6), SecretKey: randomString(20), Bucket: "wharf-" + randomString(4), Dir: dir}
+}
+
+// launch starts the command that build makes for nports free loopback
+// ports (the first is the S3 port), waits until health answers 200 and
+// the bucket is created, and retries on new ports when the server does
+// not come up (a port may be taken between choosing and binding).
+func (s *Server) launch(ctx context.Context, health string, nports int, build func(ports []int) *exec.Cmd) (*Server, error) {
 	var lastErr error
-	for range 5 { // a port may be taken between choosing and binding
-		port, err := freePort()
-		if err != nil {
-			return nil, err
+	for range 5 {
+		ports := make([]int, nports)
+		for i := range ports {
+			p, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			ports[i] = p
 		}
-		if s.cport, err = freePort(); err != nil {
-			return nil, err
-		}
-		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
+		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		s.ports, s.build, s.health = ports, build, health
 		if err := s.startProcess(); err != nil {
 			return nil, err
 		}
-		if lastErr = s.waitReady(ctx, 60*time.Second); lastErr == nil {
+		if lastErr = s.waitReady(ctx, health, 60*time.Second); lastErr == nil {
 			if err := s.createFirstBucket(ctx, 60*time.Second); err != nil {
 				s.Stop()
 				return nil, err
@@ -196,18 +254,18 @@ func RunWith(ctx context.Context, bin, dir string, o Options) (*Server, error) {
 		}
 		s.Stop()
 	}
-	return nil, fmt.Errorf("minio did not start: %w (log: %s)", lastErr, s.tailLog())
+	return nil, fmt.Errorf("%s did not start: %w (log: %s)", s.Kind, lastErr, s.tailLog())
 }
 
-// startProcess starts the server on s.Endpoint's port over s.Dir.
+func (s *Server) logPath() string { return filepath.Join(s.Dir, string(s.Kind)+".log") }
+
+// startProcess starts the server on s.ports over s.Dir, appending to its log.
 func (s *Server) startProcess() error {
-	logf, err := os.OpenFile(filepath.Join(s.Dir, "minio.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, "server", "--quiet", "--address", strings.TrimPrefix(s.Endpoint, "http://"),
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", s.cport), filepath.Join(s.Dir, "data"))
-	cmd.Env = s.env
+	cmd := s.build(s.ports)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -223,7 +281,7 @@ func (s *Server) startProcess() error {
 // clients while the object store is gone. Up starts it again.
 func (s *Server) Down() { s.Stop() }
 
-// Up starts a server stopped by Down on the same port, data and
+// Up starts a server stopped by Down on the same ports, data and
 // credentials, and waits until it serves.
 func (s *Server) Up(ctx context.Context) error {
 	if s.cmd != nil {
@@ -236,8 +294,8 @@ func (s *Server) Up(ctx context.Context) error {
 	if err := s.startProcess(); err != nil {
 		return err
 	}
-	if err := s.waitReady(ctx, 60*time.Second); err != nil {
-		return fmt.Errorf("minio did not restart: %w (log: %s)", err, s.tailLog())
+	if err := s.waitReady(ctx, s.health, 60*time.Second); err != nil {
+		return fmt.Errorf("%s did not restart: %w (log: %s)", s.Kind, err, s.tailLog())
 	}
 	return nil
 }
@@ -249,25 +307,25 @@ func (s *Server) Restart(ctx context.Context) error {
 }
 
 func (s *Server) tailLog() string {
-	b, _ := os.ReadFile(filepath.Join(s.Dir, "minio.log"))
+	b, _ := os.ReadFile(s.logPath())
 	if len(b) > 2000 {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
 }
 
-func (s *Server) waitReady(ctx context.Context, d time.Duration) error {
+func (s *Server) waitReady(ctx context.Context, health string, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	c := &http.Client{Timeout: 2 * time.Second}
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
-			return errors.New("minio exited")
+			return fmt.Errorf("%s exited", s.Kind)
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
 		}
-		resp, err := c.Get(s.Endpoint + "/minio/health/ready")
+		resp, err := c.Get(s.Endpoint + health)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
@@ -277,7 +335,7 @@ func (s *Server) waitReady(ctx context.Context, d time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return errors.New("timed out waiting for /minio/health/ready")
+	return fmt.Errorf("timed out waiting for %s", health)
 }
 
 // createFirstBucket creates s.Bucket, retrying while the server answers

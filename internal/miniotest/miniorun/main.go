@@ -1,7 +1,8 @@
-// Command miniorun starts a MinIO server for scripts (the conformance run
-// on S3, benchmarks): it writes the WHARF_STORAGE_S3_* settings for it as
-// shell assignments to -env, then runs until SIGINT/SIGTERM, when it stops
-// MinIO and removes its data.
+// Command miniorun starts an S3 server for scripts (the conformance run
+// on S3, benchmarks): MinIO, or SeaweedFS with -kind seaweedfs. It writes
+// the WHARF_STORAGE_S3_* settings for it as shell assignments to -env,
+// then runs until SIGINT/SIGTERM, when it stops the server and removes its
+// data.
 //
 //	go run ./internal/miniotest/miniorun -env /tmp/minio.env &
 package main
@@ -21,24 +22,33 @@ import (
 func main() {
 	envFile := flag.String("env", "", "write shell assignments for the server here (required)")
 	dir := flag.String("dir", "", "data directory (default: a new temporary one, removed at exit)")
+	kind := flag.String("kind", string(miniotest.MinIO), "server: minio or seaweedfs")
 	flag.Parse()
+	run := miniotest.Run
+	switch miniotest.Kind(*kind) {
+	case miniotest.MinIO:
+	case miniotest.SeaweedFS:
+		run = miniotest.RunSeaweedFS
+	default:
+		log.Fatalf("miniorun: unknown -kind %q", *kind)
+	}
 	if *envFile == "" {
 		log.Fatal("miniorun: -env is required")
 	}
-	bin, err := miniotest.Binary()
+	bin, err := miniotest.BinaryOf(miniotest.Kind(*kind))
 	if err != nil {
 		log.Fatalf("miniorun: %v", err)
 	}
 	d := *dir
 	if d == "" {
-		if d, err = os.MkdirTemp("", "wharf-minio-"); err != nil {
+		if d, err = os.MkdirTemp("", "wharf-"+*kind+"-"); err != nil {
 			log.Fatal(err)
 		}
 		defer os.RemoveAll(d)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	s, err := miniotest.Run(ctx, bin, d)
+	s, err := run(ctx, bin, d)
 	if err != nil {
 		log.Fatalf("miniorun: %v", err)
 	}
@@ -53,6 +63,6 @@ func main() {
 	if err := os.Rename(tmp, *envFile); err != nil {
 		log.Fatal(err)
 	}
-	log.Printf("miniorun: MinIO at %s, bucket %s (pid %d)", s.Endpoint, s.Bucket, s.PID())
+	log.Printf("miniorun: %s at %s, bucket %s (pid %d)", s.Kind, s.Endpoint, s.Bucket, s.PID())
 	<-ctx.Done()
 }
