@@ -139,66 +139,64 @@ atomic_install() {
 	mv -f "$dest.tmp.$$" "$dest"
 }
 
-# install_minio : build MinIO once into $WHARF_CACHE/bin/minio-$MINIO_VERSION
-# (a few minutes and ~3 GB of RAM the first time; instant afterwards) and
-# print its path on the last line.
-install_minio() {
-	local bin="$WHARF_CACHE/bin/minio-$MINIO_VERSION" tmp="$WHARF_CACHE/bin-tmp"
+# build_once NAME VERSION BUILD : unless $WHARF_CACHE/bin/NAME-VERSION is
+# there, run BUILD TMPDIR (a function that leaves the binary NAME in
+# TMPDIR) and install the binary there.
+build_once() {
+	local name=$1 version=$2 build=$3 bin="$WHARF_CACHE/bin/$1-$2" tmp="$WHARF_CACHE/bin-tmp-$1"
 	if [[ -x $bin ]]; then
-		info "minio: cached $bin"
+		info "$name: cached $bin"
 		return 0
 	fi
-	log "building minio $MINIO_VERSION from the Go module proxy (once; takes minutes)"
+	log "building $name $version from the Go module proxy (once; takes minutes)"
 	rm -rf "$tmp"
 	mkdir -p "$tmp"
-	if ! (cd "$tmp" && GOBIN="$tmp" GOFLAGS='' GOWORK=off timeout --foreground 2400 \
-		nice -n 10 go install "$MINIO_MODULE@$MINIO_VERSION"); then
+	if ! "$build" "$tmp"; then
 		rm -rf "$tmp"
-		err "go install $MINIO_MODULE@$MINIO_VERSION failed"
+		err "building $name $version failed"
 		return 1
 	fi
-	atomic_install "$tmp/minio" "$bin"
+	atomic_install "$tmp/$name" "$bin"
 	rm -rf "$tmp"
-	info "minio: built $bin"
+	info "$name: built $bin"
+}
+
+# install_minio : build MinIO once into $WHARF_CACHE/bin/minio-$MINIO_VERSION
+# (a few minutes and ~3 GB of RAM the first time; instant afterwards).
+install_minio() { build_once minio "$MINIO_VERSION" _build_minio; }
+_build_minio() {
+	(cd "$1" && GOBIN="$1" GOFLAGS='' GOWORK=off timeout --foreground 2400 \
+		nice -n 10 go install "$MINIO_MODULE@$MINIO_VERSION")
 }
 
 # install_seaweedfs : build SeaweedFS's weed once into
-# $WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION. Its go.mod has a replace
-# directive, which `go install pkg@version` refuses, so the module is
-# downloaded through the proxy and built as the main module.
-install_seaweedfs() {
-	local bin="$WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION" tmp="$WHARF_CACHE/bin-tmp-weed" dir
-	if [[ -x $bin ]]; then
-		info "seaweedfs: cached $bin"
-		return 0
-	fi
-	log "building seaweedfs $SEAWEEDFS_VERSION from the Go module proxy (once; takes minutes)"
-	rm -rf "$tmp"
-	mkdir -p "$tmp"
-	dir=$(cd "$tmp" && GOFLAGS='' GOWORK=off timeout --foreground 600 \
+# $WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION (about 10 CPU minutes the first
+# time). Its go.mod has a replace directive, which `go install pkg@version`
+# refuses, so the module is downloaded through the proxy and built as the
+# main module.
+install_seaweedfs() { build_once weed "$SEAWEEDFS_VERSION" _build_seaweedfs; }
+_build_seaweedfs() {
+	local dir
+	dir=$(cd "$1" && GOFLAGS='' GOWORK=off timeout --foreground 600 \
 		go mod download -json "$SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION" |
 		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p') || true
-	if [[ -z $dir || ! -d $dir ]] || ! (cd "$dir" && GOFLAGS=-mod=mod GOWORK=off \
-		timeout --foreground 2400 nice -n 10 go build -trimpath -o "$tmp/weed" ./weed); then
-		rm -rf "$tmp"
-		err "building $SEAWEEDFS_MODULE@$SEAWEEDFS_VERSION failed"
-		return 1
-	fi
-	atomic_install "$tmp/weed" "$bin"
-	rm -rf "$tmp"
-	info "seaweedfs: built $bin"
+	[[ -n $dir && -d $dir ]] || return 1
+	(cd "$dir" && GOFLAGS=-mod=mod GOWORK=off timeout --foreground 2400 \
+		nice -n 10 go build -trimpath -o "$1/weed" ./weed)
 }
 
-# start_minio ENVFILE : start a MinIO with a fresh bucket in the background
+# start_minio ENVFILE [KIND] : start a MinIO (or, with KIND seaweedfs, a
+# SeaweedFS) with a fresh bucket in the background
 # (internal/miniotest/miniorun); writes WHARF_STORAGE_S3_* assignments to
 # ENVFILE and sets MINIORUN_PID. Stop it with stop_minio.
 MINIORUN_PID=''
 start_minio() {
-	local envfile=$1 i
+	local envfile=$1 kind=${2:-minio} i
 	rm -f "$envfile"
 	(cd "$REPO_ROOT" && timeout --foreground 300 go build -o "$envfile.bin" ./internal/miniotest/miniorun) || return 1
-	WHARF_MINIO_BIN="${WHARF_MINIO_BIN:-$WHARF_CACHE/bin/minio-$MINIO_VERSION}" "$envfile.bin" -env "$envfile" \
-		>"$envfile.log" 2>&1 </dev/null &
+	WHARF_MINIO_BIN="${WHARF_MINIO_BIN:-$WHARF_CACHE/bin/minio-$MINIO_VERSION}" \
+		WHARF_SEAWEEDFS_BIN="${WHARF_SEAWEEDFS_BIN:-$WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION}" \
+		"$envfile.bin" -env "$envfile" -kind "$kind" >"$envfile.log" 2>&1 </dev/null &
 	MINIORUN_PID=$!
 	for i in $(seq 1 600); do
 		[[ -s $envfile ]] && return 0

@@ -257,6 +257,7 @@ step_fuzz() {
 CONFORMANCE_LOG="$LOGS/conformance.log"
 CONFORMANCE_REDIRECT_LOG="$LOGS/conformance-redirect.log"
 CONFORMANCE_S3_LOG="$LOGS/conformance-s3.log"
+CONFORMANCE_SEAWEEDFS_LOG="$LOGS/conformance-seaweedfs.log"
 CONFORMANCE_AUTH_LOG="$LOGS/conformance-auth.log"
 # Two replicas over PostgreSQL behind haproxy, once over a shared directory
 # and once over MinIO: conformance through the load balancer, cross-replica
@@ -287,26 +288,31 @@ step_conformance_redirect() {
 
 # The same suite with blobs in S3 (a MinIO started for the run), pre-signed
 # S3 URLs as the signer and redirects on: blob GETs go straight to MinIO.
+# With KIND seaweedfs (step "conf. seaweedfs"), the same on SeaweedFS's S3
+# gateway, the second, independent implementation (about 25 s).
 step_conformance_s3() {
-	local envfile="$WHARF_ARTIFACTS/minio/minio.env" rc=0
+	local kind=${1:-minio} log=${2:-$CONFORMANCE_S3_LOG} envfile art=s3 rc=0
+	envfile="$WHARF_ARTIFACTS/$kind/$kind.env"
+	[[ $kind == minio ]] || art="s3-$kind"
 	mkdir -p "$(dirname "$envfile")"
-	start_minio "$envfile" || { err "could not start MinIO (scripts/lib.sh install_minio)"; return 1; }
+	start_minio "$envfile" "$kind" || { err "could not start $kind (scripts/lib.sh install_minio, install_seaweedfs)"; return 1; }
 	trap stop_minio EXIT
 	set -a
 	# shellcheck disable=SC1090
 	source "$envfile"
 	set +a
-	info "MinIO at $WHARF_STORAGE_S3_ENDPOINT, bucket $WHARF_STORAGE_S3_BUCKET"
+	info "$kind at $WHARF_STORAGE_S3_ENDPOINT, bucket $WHARF_STORAGE_S3_BUCKET"
 	# The dev suite, like the redirect step, except that the final answer of a blob
-	# GET is MinIO's own, and object storage cannot send Docker-Content-Digest (the
-	# registry's 307 carries it): OCI_API_BLOBS_DIGEST_HEADER stays at the 1.1 default.
+	# GET is the S3 server's own, and object storage cannot send Docker-Content-Digest
+	# (the registry's 307 carries it): OCI_API_BLOBS_DIGEST_HEADER stays at the 1.1 default.
 	OCI_VERSION=dev OCI_API_BLOBS_DIGEST_HEADER=false \
 		WHARF_STORAGE_DRIVER=s3 WHARF_STORAGE_S3_PREFIX=conformance/ WHARF_SIGNING_SIGNER=s3 WHARF_REDIRECT_ENABLED=true \
-		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/s3" \
-		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_S3_LOG" || rc=$?
+		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/$art" \
+		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$log" || rc=$?
 	stop_minio
 	return "$rc"
 }
+step_conformance_seaweedfs() { step_conformance_s3 seaweedfs "$CONFORMANCE_SEAWEEDFS_LOG"; }
 
 # The same suite with auth on, in token mode: every request of the suite does
 # the token dance (401 + Bearer challenge -> GET /token with Basic -> retry) as
@@ -349,7 +355,7 @@ fi
 # ---- run ------------------------------------------------------------------------
 SECONDS=0
 started=0
-rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG" "$CONFORMANCE_S3_LOG" "$CONFORMANCE_AUTH_LOG" "$CONFORMANCE_REPLICAS_LOG" "$REPLICAS_LOG"
+rm -f "$GO_TEST_LOG" "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG" "$CONFORMANCE_S3_LOG" "$CONFORMANCE_SEAWEEDFS_LOG" "$CONFORMANCE_AUTH_LOG" "$CONFORMANCE_REPLICAS_LOG" "$REPLICAS_LOG"
 run_step setup step_setup
 run_step build step_build
 build_ok=0
@@ -367,18 +373,21 @@ if [[ ${WHARF_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
 	not_run conformance skip "WHARF_SKIP_CONFORMANCE=1"
 	not_run "conf. redirect" skip "WHARF_SKIP_CONFORMANCE=1"
 	not_run "conf. s3" skip "WHARF_SKIP_CONFORMANCE=1"
+	not_run "conf. seaweedfs" skip "WHARF_SKIP_CONFORMANCE=1"
 	not_run "conf. auth" skip "WHARF_SKIP_CONFORMANCE=1"
 	not_run replicas skip "WHARF_SKIP_CONFORMANCE=1"
 elif [[ $build_ok -ne 1 ]]; then
 	not_run conformance fail "the build failed"
 	not_run "conf. redirect" fail "the build failed"
 	not_run "conf. s3" fail "the build failed"
+	not_run "conf. seaweedfs" fail "the build failed"
 	not_run "conf. auth" fail "the build failed"
 	not_run replicas fail "the build failed"
 else
 	run_step conformance step_conformance
 	run_step "conf. redirect" step_conformance_redirect
 	run_step "conf. s3" step_conformance_s3
+	run_step "conf. seaweedfs" step_conformance_seaweedfs
 	run_step "conf. auth" step_conformance_auth
 	run_step replicas step_replicas
 fi
@@ -391,7 +400,7 @@ GO_TESTS_SKIPPED=$(count '^[[:space:]]*--- SKIP:' "$GO_TEST_LOG")
 GO_PKGS_OK=$(count '^ok[[:space:]]' "$GO_TEST_LOG")
 GO_PKGS_FAILED=$(count '^FAIL[[:space:]]' "$GO_TEST_LOG")
 CONF_PASSED=0 CONF_FAILED=0 CONF_SKIPPED=0
-for log in "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG" "$CONFORMANCE_S3_LOG" "$CONFORMANCE_AUTH_LOG" "$CONFORMANCE_REPLICAS_LOG"; do
+for log in "$CONFORMANCE_LOG" "$CONFORMANCE_REDIRECT_LOG" "$CONFORMANCE_S3_LOG" "$CONFORMANCE_SEAWEEDFS_LOG" "$CONFORMANCE_AUTH_LOG" "$CONFORMANCE_REPLICAS_LOG"; do
 	[[ -f $log ]] || continue
 	line=$(grep -E '^conformance: [0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1) || true
 	if [[ -n $line ]]; then

@@ -169,8 +169,9 @@ func TestSSEOptionsValidated(t *testing.T) {
 // 127.0.0.1:PORT) and downloads the blob there; MinIO checks the
 // signature against the Host header, so the same URL sent to the storage
 // host is refused: signing for the storage host would not do.
-func TestPublicEndpoint(t *testing.T) {
-	m := miniotest.Start(t)
+func TestPublicEndpoint(t *testing.T) { eachServer(t, testPublicEndpoint) }
+
+func testPublicEndpoint(t *testing.T, m *miniotest.Server) {
 	storage, err := url.Parse(m.Endpoint)
 	if err != nil {
 		t.Fatal(err)
@@ -206,8 +207,9 @@ func TestPublicEndpoint(t *testing.T) {
 // TestPresignedResponseHeaders: signing.s3.response_content_type and
 // response_content_disposition reach the client: MinIO answers the
 // pre-signed GET with those headers, {digest} replaced by the hex digest.
-func TestPresignedResponseHeaders(t *testing.T) {
-	m := miniotest.Start(t)
+func TestPresignedResponseHeaders(t *testing.T) { eachServer(t, testPresignedResponseHeaders) }
+
+func testPresignedResponseHeaders(t *testing.T, m *miniotest.Server) {
 	s := newStoreWith(t, m, "headers/", func(o *s3.Options) {
 		o.ResponseContentType = "application/vnd.wharf.blob"
 		o.ResponseContentDisposition = `attachment; filename="{digest}.bin"`
