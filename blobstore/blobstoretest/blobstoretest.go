@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) registry.BlobStore, reopen fu
 	t.Run("AbortAndDelete", func(t *testing.T) { testAbortDelete(t, newStore(t)) })
 	t.Run("CommitNeverReplacesABlob", func(t *testing.T) { testNoOverwrite(t, newStore(t)) })
 	t.Run("LockAndRelock", func(t *testing.T) { testLock(t, newStore(t)) })
+	t.Run("CutBodyFails", func(t *testing.T) { testCutBody(t, newStore(t)) })
 	t.Run("OpenMissing", func(t *testing.T) {
 		if _, err := newStore(t).Open(context.Background(), "blobs/sha256/00/"+string(bytes.Repeat([]byte("0"), 64))); !errors.Is(err, registry.ErrNotFound) {
 			t.Fatalf("Open(missing) = %v, want ErrNotFound", err)
@@ -327,4 +328,33 @@ func testLock(t *testing.T, s registry.BlobStore) {
 		t.Fatalf("Lock after Commit: %v", err)
 	}
 	unlock()
+}
+
+// cutReader yields its bytes, then fails as a request body cut off
+// mid-chunk does (net/http: io.ErrUnexpectedEOF).
+type cutReader struct{ b []byte }
+
+func (c *cutReader) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := copy(p, c.b)
+	c.b = c.b[n:]
+	return n, nil
+}
+
+// testCutBody: an Append whose body breaks off fails (the registry then
+// records nothing), whether the chunk would have been a tail or crossed
+// a part boundary; the session goes on from where it was.
+func testCutBody(t *testing.T, s registry.BlobStore) {
+	u := newUpload(t, s)
+	data := randomBytes(6 << 20)
+	appendAll(t, s, u, data[:1000], 1000)
+	for _, n := range []int{500, 6 << 20} {
+		if _, err := s.Uploads().Append(context.Background(), u, &cutReader{b: randomBytes(n)}); err == nil {
+			t.Fatalf("Append of a body cut after %d bytes succeeded", n)
+		}
+	}
+	appendAll(t, s, u, data[1000:], 1<<20)
+	commitAndCheck(t, s, u, data)
 }

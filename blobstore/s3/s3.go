@@ -646,6 +646,11 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 	if st.Done {
 		return 0, fmt.Errorf("s3 store: upload %s is already complete", u.ID)
 	}
+	// io.ReadFull reports a short final read as io.ErrUnexpectedEOF, the
+	// error a body cut off mid-chunk returns too: keep the body's own
+	// error apart, so a cut body fails instead of ending the chunk.
+	body := &readErr{r: r}
+	r = body
 	e, garbage, err := st.at(u.Offset)
 	if err != nil {
 		return 0, err
@@ -717,6 +722,9 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 			next.Tail, tail = nil, 0
 			continue
 		case io.EOF, io.ErrUnexpectedEOF:
+			if body.err != nil {
+				return total, body.err
+			}
 		default:
 			return total, rerr
 		}
@@ -1098,4 +1106,18 @@ func isNotFound(err error) bool {
 	}
 	var re *awshttp.ResponseError
 	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound
+}
+
+// readErr remembers the first error other than io.EOF its reader returned.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
