@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/app"
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
 	"github.com/wharf-registry/wharf/config"
 	"github.com/wharf-registry/wharf/internal/pgtest"
@@ -211,14 +212,14 @@ func TestGCCommand(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			root := blobRootOf(cfg)
+			root := app.BlobRoot(cfg)
 			// open opens the stores as the commands do, for a look from outside.
-			open := func() (*registry.Registry, metaStore) {
-				blobs, _, err := openBlobStore(ctx, cfg, root)
+			open := func() (*registry.Registry, app.MetaStore) {
+				blobs, _, err := app.OpenBlobStore(ctx, cfg)
 				if err != nil {
 					t.Fatal(err)
 				}
-				meta, _, err := openMetadata(ctx, cfg, slog.New(slog.DiscardHandler))
+				meta, _, err := app.OpenMetadata(ctx, cfg, slog.New(slog.DiscardHandler))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -364,7 +365,7 @@ func TestMigrateQueuesExistingGarbage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			root := blobRootOf(cfg)
+			root := app.BlobRoot(cfg)
 			exec := func(q string, args ...any) {
 				t.Helper()
 				if b.dialect.Numbered {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/hex"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -205,15 +204,6 @@ func TestTracingOff(t *testing.T) {
 	}
 	col.mu.Unlock()
 
-	cfg := config.Default()
-	cfg.Tracing.Endpoint = col.URL
-	o := newOps(cfg, slog.New(slog.DiscardHandler))
-	if err := o.startTracing(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if o.tracing != nil {
-		t.Error("tracing off made a tracer provider")
-	}
 	if _, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider); ok {
 		t.Error("a global tracer provider is set")
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/term"
 
+	"github.com/wharf-registry/wharf/app"
 	"github.com/wharf-registry/wharf/auth/htpasswd"
 	"github.com/wharf-registry/wharf/config"
 )
@@ -40,7 +41,7 @@ else <data_dir>/htpasswd. A running registry picks up changes within seconds.`,
 		if cmd.Flags().Changed("data-dir") {
 			cfg.DataDir = dataDir
 		}
-		return htpasswdPath(cfg), nil
+		return app.HtpasswdPath(cfg), nil
 	}
 
 	var cost int

@@ -1,23 +1,24 @@
 // Package wharftest starts real Wharf registries for tests: the embedded
-// shape (SQLite + filesystem) in a temporary directory, served over real
-// HTTP on a loopback port.
+// shape (SQLite + filesystem) in a temporary directory, built by package
+// app exactly as `wharf serve` builds it and served over real HTTP on a
+// loopback port.
 package wharftest
 
 import (
 	"context"
+	"encoding/base64"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/wharf-registry/wharf/app"
 	"github.com/wharf-registry/wharf/auth"
-	"github.com/wharf-registry/wharf/blobstore/filesystem"
+	"github.com/wharf-registry/wharf/config"
 	"github.com/wharf-registry/wharf/health"
-	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/metrics"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/server"
@@ -33,11 +34,18 @@ type Registry struct {
 	// Dir holds the registry's data (wharf.db and blobs/).
 	Dir      string
 	Registry *registry.Registry
-	HTTP     *httptest.Server
-	// Metrics and Health are set with Options.Production.
+	// Handler is the registry's HTTP handler (to serve it behind a test's
+	// own wrapper).
+	Handler http.Handler
+	// Metrics and Health are the app's (metrics are on by default).
 	Metrics *metrics.Metrics
 	Health  *health.Checker
+	stop    func()
 }
+
+// Stop stops serving (gracefully: in-flight requests finish) before the
+// test ends; the stores stay open, for the test to inspect, until cleanup.
+func (r *Registry) Stop() { r.stop() }
 
 // Options tune a test registry.
 type Options struct {
@@ -52,20 +60,22 @@ type Options struct {
 	// MinIO, say). Registry.Signer picks the signer (an S3 store signs
 	// its own pre-signed URLs); the local signer is the default.
 	Blobs registry.BlobStore
-	// Auth decides requests (nil allows everything).
+	// Auth decides requests (nil: the configuration's, auth.mode none
+	// unless Config sets it).
 	Auth auth.Authorizer
-	// Handlers are served beside /v2/, by path pattern (the token
-	// endpoint: {"/token": svc.TokenHandler()}).
+	// Handlers are served beside /v2/, by path pattern.
 	Handlers map[string]http.Handler
-	// Production adds what `wharf serve` runs with by default: Prometheus
-	// metrics on /metrics (stores, signer and auth instrumented), /livez
-	// and /readyz, request ids.
-	Production bool
+	// Config adjusts the configuration the registry is built from.
+	Config func(*config.Config)
 	// Server adjusts the server's options last (rate limits, timeouts).
 	Server func(*server.Options)
 	// Meta wraps the SQLite metadata store (to inject a failure into one
-	// operation of the real store).
+	// operation of the real store); the metrics and tracing decorators
+	// wrap the result, as they wrap the real store in production.
 	Meta func(registry.MetadataStore) registry.MetadataStore
+	// Log receives the registry's log lines (default: discarded, or stderr
+	// with WHARF_TEST_LOG set).
+	Log io.Writer
 }
 
 // Start runs a registry until the test ends.
@@ -79,80 +89,76 @@ func Start(t testing.TB, opts ...Options) *Registry {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	blobs := o.Blobs
-	if blobs == nil {
-		fs, err := filesystem.New(filepath.Join(dir, "blobs"))
-		if err != nil {
-			t.Fatal(err)
+	cfg := config.Default()
+	cfg.DataDir, cfg.Addr = dir, "127.0.0.1:0"
+	cfg.Redirect.Enabled = o.Redirect
+	cfg.HTTP.DrainDelay = 0
+	if len(o.Keys) > 0 {
+		var ks []string
+		for _, k := range o.Keys {
+			ks = append(ks, k.ID+":"+base64.StdEncoding.EncodeToString(k.Secret))
 		}
-		blobs = fs
+		cfg.Signing.Keys = strings.Join(ks, ",")
 	}
-	meta, err := sqlite.Open(context.Background(), filepath.Join(dir, "wharf.db"))
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var w io.Writer = io.Discard
+	level := slog.LevelInfo
+	switch {
+	case o.Log != nil:
+		w = o.Log
+	case os.Getenv("WHARF_TEST_LOG") != "":
+		w, level = os.Stderr, slog.LevelDebug
+	}
+	log := slog.New(server.ContextHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if os.Getenv("WHARF_TEST_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	keys := o.Keys
-	if len(keys) == 0 {
-		_, keys, err = signer.LoadOrCreateKeys(filepath.Join(dir, "signing-keys.json"))
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	sign, err := signer.NewLocal(keys[0], keys[1:]...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ao := app.Options{Logger: log, Listener: ln, Version: "test", Metadata: o.Meta, Blobs: o.Blobs, Auth: o.Auth,
+		Handlers: o.Handlers, Server: o.Server}
 	ro := o.Registry
-	ro.Logger = log
-	if ro.Signer == nil {
-		ro.Signer = sign
-	}
-	var met *metrics.Metrics
-	regMeta, regBlobs, authz := registry.MetadataStore(meta), blobs, o.Auth
-	if o.Meta != nil {
-		regMeta = o.Meta(regMeta)
-	}
-	if o.Production {
-		met = metrics.New()
-		regMeta, regBlobs, ro.Signer = met.MetadataStore(meta), met.BlobStore(blobs), met.Signer(ro.Signer)
-		if authz == nil {
-			authz = auth.AllowAll{}
+	ao.Registry = func(r *registry.Options) {
+		if ro.Now != nil {
+			r.Now = ro.Now
 		}
-		authz = met.Authorizer(authz)
-	}
-	reg := registry.New(regMeta, regBlobs, ro)
-	so := server.Options{Registry: reg, Logger: log, Downloads: sign, Redirect: o.Redirect, Now: ro.Now, Auth: authz}
-	if met != nil {
-		so.Observer, so.RequestIDs = met, true
-	}
-	if o.Server != nil {
-		o.Server(&so)
-	}
-	srv := server.New(so)
-	var checker *health.Checker
-	if met != nil {
-		checks := health.Embedded(meta, filepath.Join(dir, "wharf.db"), filepath.Join(dir, "blobs"))
-		if p, ok := blobs.(health.Pinger); ok {
-			checks[1] = health.Ping("blobs", p)
+		if ro.Signer != nil {
+			r.Signer = ro.Signer
 		}
-		checker = health.New(health.Options{}, checks...)
-		met.SignatureCache(reg.SignatureCacheStats)
-		met.UploadsInProgress(srv.UploadsInProgress)
-		srv.Handle("/metrics", met.Handler())
-		srv.Handle("/livez", health.Livez())
-		srv.Handle("/readyz", checker.Readyz())
+		if ro.MaxManifestBytes != 0 {
+			r.MaxManifestBytes = ro.MaxManifestBytes
+		}
+		if ro.MaxManifestReferences != 0 {
+			r.MaxManifestReferences = ro.MaxManifestReferences
+		}
+		if ro.ManifestCacheEntries != 0 {
+			r.ManifestCacheEntries = ro.ManifestCacheEntries
+		}
 	}
-	for pattern, h := range o.Handlers {
-		srv.Handle(pattern, h)
+	a, err := app.New(context.Background(), cfg, ao)
+	if err != nil {
+		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.Close()
-		meta.Close()
-	})
-	return &Registry{URL: hs.URL, Host: strings.TrimPrefix(hs.URL, "http://"), Dir: dir, Registry: reg, HTTP: hs, Metrics: met, Health: checker}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("registry: %v", err)
+		}
+	}
+	t.Cleanup(func() { stop(); a.Close() })
+	url := "http://" + ln.Addr().String()
+	return &Registry{URL: url, Host: ln.Addr().String(), Dir: dir, Registry: a.Registry(), Handler: a.Handler(),
+		Metrics: a.Metrics(), Health: a.Health(), stop: stop}
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto"
@@ -18,8 +18,8 @@ import (
 	"github.com/wharf-registry/wharf/config"
 )
 
-// htpasswdPath is the users file of cfg.
-func htpasswdPath(cfg config.Config) string {
+// HtpasswdPath is the users file of cfg.
+func HtpasswdPath(cfg config.Config) string {
 	if cfg.Auth.Htpasswd != "" {
 		return cfg.Auth.Htpasswd
 	}
@@ -38,7 +38,7 @@ func newAuth(cfg config.Config, log *slog.Logger) (auth.Authorizer, http.Handler
 		return nil, nil, err
 	}
 	o := service.Options{
-		Mode: service.Mode(a.Mode), Htpasswd: htpasswdPath(cfg), Policy: policy,
+		Mode: service.Mode(a.Mode), Htpasswd: HtpasswdPath(cfg), Policy: policy,
 		Service: a.Service, Realm: a.Token.Realm, PublicURL: cfg.PublicURL, TokenTTL: a.Token.TTL,
 		BasicCacheTTL: a.BasicCacheTTL, CacheSize: a.CacheSize,
 		FailedLoginsPerMinute: float64(a.FailedLogins.PerMinute), FailedLoginsBurst: a.FailedLogins.Burst,

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -27,14 +27,15 @@ type ops struct {
 	tracing *tracing.Provider // nil when tracing.enabled is false
 	health  *health.Checker
 	log     *slog.Logger
+	version string
 	msrv    *http.Server // the metrics listener, when metrics.addr is set
 	// adminOnly guards /metrics on the main listener (auth basic/token:
 	// admins only); nil serves it to everyone.
 	adminOnly func(http.Handler) http.Handler
 }
 
-func newOps(cfg config.Config, log *slog.Logger) *ops {
-	o := &ops{cfg: cfg, log: log}
+func newOps(cfg config.Config, log *slog.Logger, version string) *ops {
+	o := &ops{cfg: cfg, log: log, version: version}
 	if cfg.Metrics.Enabled {
 		o.metrics = metrics.New()
 	}
@@ -47,7 +48,7 @@ func (o *ops) startTracing(ctx context.Context) error {
 	if !t.Enabled {
 		return nil
 	}
-	p, err := tracing.New(ctx, tracing.Options{Endpoint: t.Endpoint, SampleRatio: t.SampleRatio, ServiceName: t.ServiceName, ServiceVersion: version})
+	p, err := tracing.New(ctx, tracing.Options{Endpoint: t.Endpoint, SampleRatio: t.SampleRatio, ServiceName: t.ServiceName, ServiceVersion: o.version})
 	if err != nil {
 		return err
 	}
@@ -145,10 +146,10 @@ func (o *ops) serverOptions(so *server.Options) error {
 // checks are the readiness checks of the configured stores: the metadata
 // store's Ping (and, for SQLite, that its file is still there and
 // readable), the blob store's Ping or, for the filesystem store, its
-// directories. Migrations ran before serving started (openMetadata), so a
+// directories. Migrations ran before serving started (OpenMetadata), so a
 // serving replica has its schema.
 func checks(cfg config.Config, meta registry.MetadataStore, blobs registry.BlobStore, blobRoot string) []health.Check {
-	embedded := health.Embedded(meta, sqlitePath(cfg), blobRoot)
+	embedded := health.Embedded(meta, SQLitePath(cfg), blobRoot)
 	cs := []health.Check{health.Ping("metadata", meta)}
 	if cfg.Metadata.Driver == "sqlite" {
 		cs[0] = embedded[0]

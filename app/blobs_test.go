@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ func TestS3StorageSettingsWired(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	blobs, _, err := openBlobStore(ctx, cfg, t.TempDir())
+	blobs, _, err := OpenBlobStore(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

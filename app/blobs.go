@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"github.com/wharf-registry/wharf/signer/cloudfront"
 )
 
-// openBlobStore builds the blob store storage.driver names; where says
+// OpenBlobStore builds the blob store storage.driver names; where says
 // where blobs go, for the startup log line.
-func openBlobStore(ctx context.Context, cfg config.Config, root string) (blobs registry.BlobStore, where string, err error) {
+func OpenBlobStore(ctx context.Context, cfg config.Config) (blobs registry.BlobStore, where string, err error) {
 	switch cfg.Storage.Driver {
 	case "s3":
 		c := cfg.Storage.S3
@@ -30,6 +30,7 @@ func openBlobStore(ctx context.Context, cfg config.Config, root string) (blobs r
 		}
 		return st, "s3://" + c.Bucket + "/" + c.Prefix, nil
 	default:
+		root := BlobRoot(cfg)
 		fs, err := filesystem.New(root)
 		if err != nil {
 			return nil, "", err
