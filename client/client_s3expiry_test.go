@@ -37,7 +37,7 @@ func refuseFirst(next http.Handler, refused *atomic.Int64) http.Handler {
 func TestS3ExpiredBodyFromStorageHost(t *testing.T) {
 	r := wharftest.Start(t)
 	var refused atomic.Int64
-	storage := httptest.NewServer(refuseFirst(r.HTTP.Config.Handler, &refused))
+	storage := httptest.NewServer(refuseFirst(r.Handler, &refused))
 	defer storage.Close()
 	storageHost := strings.TrimPrefix(storage.URL, "http://")
 	var batchCalls atomic.Int64

@@ -57,7 +57,7 @@ func push(t *testing.T, host, repoTag string, layerSize int64, layers int) v1.Im
 // URLs point back at the front and every byte passes through wrap.
 func front(t *testing.T, r *wharftest.Registry, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
-	s := httptest.NewServer(wrap(r.HTTP.Config.Handler))
+	s := httptest.NewServer(wrap(r.Handler))
 	t.Cleanup(s.Close)
 	return s
 }
@@ -380,7 +380,7 @@ func TestRedirectNeverCarriesRegistryCredentials(t *testing.T) {
 		if req.Header.Get("Authorization") != "" {
 			leaked.Add(1)
 		}
-		r.HTTP.Config.Handler.ServeHTTP(w, req)
+		r.Handler.ServeHTTP(w, req)
 	}))
 	defer storage.Close()
 	storageHost := strings.TrimPrefix(storage.URL, "http://")
@@ -391,7 +391,7 @@ func TestRedirectNeverCarriesRegistryCredentials(t *testing.T) {
 			return
 		}
 		req.Host = storageHost // signed URLs and redirects point at "storage"
-		r.HTTP.Config.Handler.ServeHTTP(w, req)
+		r.Handler.ServeHTTP(w, req)
 	}))
 	defer reg.Close()
 	regHost := strings.TrimPrefix(reg.URL, "http://")

@@ -83,7 +83,7 @@ func histSum(fams map[string]*dto.MetricFamily, name string) float64 {
 }
 
 func TestMetricsAfterPushAndPull(t *testing.T) {
-	reg := wharftest.Start(t, wharftest.Options{Production: true})
+	reg := wharftest.Start(t, wharftest.Options{})
 	r := &testRegistry{Registry: reg, rec: &recorder{next: http.DefaultTransport}}
 	img, err := random.Image(1000, 2)
 	if err != nil {
@@ -197,7 +197,7 @@ func TestMetricsAfterPushAndPull(t *testing.T) {
 }
 
 func TestMetricsRouteLabelsBounded(t *testing.T) {
-	reg := wharftest.Start(t, wharftest.Options{Production: true})
+	reg := wharftest.Start(t, wharftest.Options{})
 	c := &http.Client{}
 	for i := 0; i < 1000; i++ {
 		for _, p := range []string{"/v2/repo%d/manifests/latest", "/v2/org/repo%d/blobs/sha256:" + strings.Repeat("a", 64), "/v2/r%d/tags/list", "/nope/%d"} {
@@ -251,7 +251,7 @@ func waitReady(t *testing.T, base string, want int) {
 }
 
 func TestReadyzEmbeddedStores(t *testing.T) {
-	reg := wharftest.Start(t, wharftest.Options{Production: true})
+	reg := wharftest.Start(t, wharftest.Options{})
 	if resp := do(t, "GET", reg.URL+"/livez", nil); resp.Status != 200 {
 		t.Fatalf("/livez: %d", resp.Status)
 	}
@@ -304,7 +304,7 @@ func TestReadyzEmbeddedStores(t *testing.T) {
 
 func TestRateLimit429AndClientBacksOff(t *testing.T) {
 	lim := ratelimit.New(map[string]ratelimit.Rule{server.ActionPull: {PerSecond: 4, Burst: 4}}, 100, nil)
-	reg := wharftest.Start(t, wharftest.Options{Production: true, Server: func(o *server.Options) { o.Limiter = lim }})
+	reg := wharftest.Start(t, wharftest.Options{Server: func(o *server.Options) { o.Limiter = lim }})
 	r := &testRegistry{Registry: reg, rec: &recorder{next: http.DefaultTransport}}
 	img, err := random.Image(500, 3)
 	if err != nil {
@@ -358,7 +358,7 @@ func TestRateLimit429AndClientBacksOff(t *testing.T) {
 }
 
 func TestConcurrentUploadCap(t *testing.T) {
-	reg := wharftest.Start(t, wharftest.Options{Production: true, Server: func(o *server.Options) { o.MaxUploads = 1 }})
+	reg := wharftest.Start(t, wharftest.Options{Server: func(o *server.Options) { o.MaxUploads = 1 }})
 	loc := startUpload(t, reg.URL, "capped/app")
 	pr, pw := io.Pipe()
 	// Runs before the server's cleanup: an open PATCH would keep it waiting.

@@ -715,7 +715,7 @@ func rawRequest(t *testing.T, r *wharftest.Registry, head string, partial []byte
 
 // drain closes the test server, which waits for every handler to return,
 // so what the server did about a dead connection can be inspected.
-func drain(r *wharftest.Registry) { r.HTTP.Close() }
+func drain(r *wharftest.Registry) { r.Stop() }
 
 // sessions counts the registry's upload sessions (by expiring them all).
 func sessions(t *testing.T, r *wharftest.Registry) int {

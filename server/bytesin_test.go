@@ -44,7 +44,7 @@ func uploadBytesIn(t *testing.T, r *wharftest.Registry) int64 {
 // Content-Length counts only the bytes that came.
 func TestBytesInCountsBytesRead(t *testing.T) {
 	logs := &wharftest.LogBuffer{}
-	reg := wharftest.Start(t, wharftest.Options{Production: true, Server: func(o *server.Options) {
+	reg := wharftest.Start(t, wharftest.Options{Server: func(o *server.Options) {
 		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}})
 	start := func() string {
