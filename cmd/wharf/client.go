@@ -14,11 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
-	"golang.org/x/term"
 
 	"github.com/wharf-registry/wharf/client"
 )
@@ -108,14 +104,14 @@ type summary struct {
 func (f *clientFlags) run(cmd *cobra.Command, verb, dest string, do func(context.Context, *client.Client) (*client.Result, error)) error {
 	ctx, stop := signalContext()
 	defer stop()
-	prog := newProgress(cmd.ErrOrStderr(), f.json)
+	prog := client.NewProgressDisplay(cmd.ErrOrStderr(), f.json)
 	c, err := f.client(cmd, prog)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
 	res, err := do(ctx, c)
-	prog.wait()
+	prog.Wait()
 	if err != nil {
 		return err
 	}
@@ -131,22 +127,9 @@ func (f *clientFlags) report(cmd *cobra.Command, verb string, res *client.Result
 		return enc.Encode(summary{Command: verb, Result: res, Stats: st, Seconds: secs})
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) %s: %d image(s), %d blobs, %s downloaded in %.1fs; %d registry requests, %d URL re-resolutions, %d retries, %d skipped, %d mounted\n",
-		verb, res.Reference, res.Digest, dest, res.Images, res.Blobs, humanBytes(st.Bytes), secs,
+		verb, res.Reference, res.Digest, dest, res.Images, res.Blobs, client.HumanBytes(st.Bytes), secs,
 		st.Requests, st.ReResolutions, st.Retries, st.Skipped, st.Mounted)
 	return nil
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -252,87 +235,4 @@ func newBlobsCmd() *cobra.Command {
 	}
 	f.add(cmd, false)
 	return cmd
-}
-
-// progress shows bars on a terminal and one line per blob otherwise.
-type progress struct {
-	w     io.Writer
-	quiet bool
-	p     *mpb.Progress
-	total *mpb.Bar
-	mu    sync.Mutex
-	bars  map[digest.Digest]*mpb.Bar
-	sizes map[digest.Digest]int64
-	start map[digest.Digest]time.Time
-}
-
-func newProgress(w io.Writer, quiet bool) *progress {
-	pr := &progress{w: w, quiet: quiet, bars: map[digest.Digest]*mpb.Bar{}, sizes: map[digest.Digest]int64{}, start: map[digest.Digest]time.Time{}}
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !quiet {
-		pr.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
-		pr.total = pr.p.AddBar(0, mpb.BarPriority(1<<30),
-			mpb.PrependDecorators(decor.Name("total        ", decor.WC{W: 14}), decor.CountersKibiByte("% .1f / % .1f")),
-			mpb.AppendDecorators(decor.AverageSpeed(decor.SizeB1024(0), "% .1f"), decor.Name(" "), decor.Percentage()))
-	}
-	return pr
-}
-
-func (pr *progress) Start(d digest.Digest, size, done int64) {
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	pr.sizes[d] = size
-	pr.start[d] = time.Now()
-	if pr.p == nil {
-		return
-	}
-	pr.total.SetTotal(pr.total.Current()+size+0, false)
-	pr.total.IncrInt64(done)
-	b := pr.p.AddBar(size, mpb.BarRemoveOnComplete(),
-		mpb.PrependDecorators(decor.Name(d.Encoded()[:12], decor.WC{W: 14}), decor.CountersKibiByte("% .1f / % .1f")),
-		mpb.AppendDecorators(decor.Percentage()))
-	b.SetCurrent(done)
-	pr.bars[d] = b
-}
-
-func (pr *progress) Add(d digest.Digest, n int64) {
-	if pr.p == nil {
-		return
-	}
-	pr.mu.Lock()
-	b := pr.bars[d]
-	pr.mu.Unlock()
-	if b != nil {
-		b.IncrInt64(n)
-		pr.total.IncrInt64(n)
-	}
-}
-
-func (pr *progress) Finish(d digest.Digest, err error) {
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	if pr.p != nil {
-		if b := pr.bars[d]; b != nil {
-			if err != nil {
-				b.Abort(true)
-			} else {
-				b.SetCurrent(pr.sizes[d])
-			}
-		}
-		return
-	}
-	if pr.quiet && err == nil {
-		return
-	}
-	if err != nil {
-		fmt.Fprintf(pr.w, "wharf: %s failed: %v\n", d, err)
-		return
-	}
-	fmt.Fprintf(pr.w, "wharf: %s %s in %.1fs\n", d, humanBytes(pr.sizes[d]), time.Since(pr.start[d]).Seconds())
-}
-
-func (pr *progress) wait() {
-	if pr.p != nil {
-		pr.total.SetTotal(-1, true)
-		pr.p.Wait()
-	}
 }
