@@ -369,7 +369,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format %q: want auto, text or json", c.Log.Format))
 	}
 	errs = append(errs, c.validateAuth()...)
-	errs = append(errs, c.validateProduction()...)
+	errs = append(errs, c.validateRuntime()...)
 	if c.PublicURL != "" && !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("public_url %q must start with http:// or https://", c.PublicURL))
 	}

@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// validateProduction checks metrics.*, tracing.*, log.access, the HTTP
+// validateRuntime checks how the server runs: metrics.*, tracing.*, log.access, the HTTP
 // limits and the rate limits.
-func (c Config) validateProduction() []error {
+func (c Config) validateRuntime() []error {
 	var errs []error
 	switch c.Log.Access {
 	case "info", "debug", "off":
