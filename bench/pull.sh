@@ -44,28 +44,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building wharf"
+log "building wharf and the load tool"
 go build -o "$TMP/wharf" ./cmd/wharf
+go build -o "$TMP/load" ./bench/load
 
-PORT=''
-for _ in $(seq 1 20); do
-	p=$((20000 + RANDOM % 40000))
-	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then PORT=$p; break; fi
-done
-[[ -n $PORT ]] || { log "no free port"; exit 1; }
-REG=127.0.0.1:$PORT
+REG=127.0.0.1:$("$TMP/load" freeport)
 ACCESS=$TMP/access.log
 WHARF_LOG_FORMAT=json WHARF_LOG_LEVEL=info "$TMP/wharf" serve --addr "$REG" --data-dir "$TMP/data" 2>"$ACCESS" &
 SERVER_PID=$!
-for _ in $(seq 1 100); do
-	curl -sf -o /dev/null "http://$REG/v2/" && break
-	sleep 0.1
-done
-curl -sf -o /dev/null "http://$REG/v2/" || { log "wharf did not start"; cat "$ACCESS" >&2; exit 1; }
+"$TMP/load" wait -target "http://$REG" -timeout 10s || { log "wharf did not start"; cat "$ACCESS" >&2; exit 1; }
 
 REF=$REG/bench/app:v1
 log "pushing $LAYERS layers of $LAYER_SIZE bytes to $REF"
-go run ./bench/pushimage -layers "$LAYERS" -size "$LAYER_SIZE" "$REF" >/dev/null
+"$TMP/load" setup -target "http://$REG" -repo bench/app -tag v1 -tags 1 -layers "$LAYERS" -layer-size "$LAYER_SIZE" 2>/dev/null
 
 frontend() { grep -c '"route":"/v2/' "$ACCESS" || true; }
 storage() { grep -c '"route":"/_wharf/blobs/' "$ACCESS" || true; }

@@ -21,10 +21,10 @@ fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/wharf" ./cmd/wharf
-go build -o "$tmp/s3load" ./bench/s3load
+go build -o "$tmp/load" ./bench/load
 read -r -a extra <<<"${BENCH_S3_ARGS:-}"
 OUT=${BENCH_OUT:-$ROOT/bench/results-s3.md}
-"$tmp/s3load" -wharf "$tmp/wharf" -json "$tmp/results.json" "${extra[@]}" 2>&1 | tee "$tmp/out.txt"
+"$tmp/load" s3 -wharf "$tmp/wharf" -out "$tmp/results.json" "${extra[@]}" 2>&1 | tee "$tmp/out.txt"
 {
 	echo "# Wharf on S3 (MinIO) — $(date -u +%Y-%m-%dT%H:%MZ)"
 	echo

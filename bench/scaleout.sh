@@ -6,12 +6,12 @@
 #      alternating, median of BENCH_REPEAT runs; req/s, Wharf CPU per 1k
 #      requests, and PostgreSQL's own CPU per 1k requests.
 #   2. GC of a registry with 10,000 blobs of which 5,000 unreferenced
-#      (bench/gcload populate: monolithic POST ?digest= at 16 concurrency,
+#      (load gc-populate: monolithic POST ?digest= at 16 concurrency,
 #      then 500 manifests × 10 layers, tagged): one `wharf gc` pass against
 #      the live server's database and blob directory; time, blobs removed
 #      (counted in the database and the blob directory), and every tagged
 #      manifest and its blobs still pulled (GET, content checked).
-#   3. a mixed push/pull load (gcload mixed: 4 pulls — manifest GET by tag +
+#   3. a mixed push/pull load (load gc-mixed: 4 pulls — manifest GET by tag +
 #      one layer GET — to 1 push — a blob, half of them re-uploads of
 #      orphans GC is deleting, + a tagged manifest) without GC, then with
 #      `wharf gc` passes in a loop; p99 with GC vs without, and errors.
@@ -67,11 +67,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building wharf, load and gcload into $TMP"
+log "building wharf and the load tool into $TMP"
 go build -o "$TMP/wharf" ./cmd/wharf
 go build -o "$TMP/load" ./bench/load
-go build -o "$TMP/gcload" ./bench/gcload
-LOAD=$TMP/load GCLOAD=$TMP/gcload WHARF=$TMP/wharf
+LOAD=$TMP/load WHARF=$TMP/wharf
 CLK=$(getconf CLK_TCK)
 
 # ---- PostgreSQL: a throwaway cluster, as internal/pgtest does it ----
@@ -242,7 +241,7 @@ VERIFY=$TMP/verify.jsonl
 for s in "${gc_flavours[@]}"; do
 	st=$TMP/state-$s.json
 	log "part 2 ($s): populate $GC_BLOBS blobs, $GC_REF referenced by $((GC_REF / GC_LAYERS)) manifests"
-	"$GCLOAD" populate -target "${URL[$s]}" -state "$st" -blobs "$GC_BLOBS" -referenced "$GC_REF" \
+	"$LOAD" gc-populate -target "${URL[$s]}" -state "$st" -blobs "$GC_BLOBS" -referenced "$GC_REF" \
 		-layers "$GC_LAYERS" -size "$GC_SIZE" -clients "$CLIENTS" -seed 1 2>"$TMP/populate-$s.log"
 	cat "$TMP/populate-$s.log" >&2
 	sed "s/^/$s /" "$TMP/populate-$s.log" >>"$TMP/populate.log"
@@ -251,7 +250,7 @@ for s in "${gc_flavours[@]}"; do
 	gc_pass "$s" 1s dry-run --dry-run
 	gc_pass "$s" 1s part2
 	counts "$s" after-gc
-	"$GCLOAD" verify -target "${URL[$s]}" -state "$st" -orphans-gone -clients "$CLIENTS" | jq -c --arg f "$s" --arg l part2 '. + {flavour:$f, label:$l}' >>"$VERIFY" ||
+	"$LOAD" gc-verify -target "${URL[$s]}" -state "$st" -orphans-gone -clients "$CLIENTS" | jq -c --arg f "$s" --arg l part2 '. + {flavour:$f, label:$l}' >>"$VERIFY" ||
 		log "verify ($s, part 2) FAILED"
 	gc_pass "$s" 1s second-pass
 
@@ -260,7 +259,7 @@ for s in "${gc_flavours[@]}"; do
 	: >"$pushed"
 	for ((rep = 1; rep <= REPEAT; rep++)); do
 		for phase in nogc gc; do
-			"$GCLOAD" orphans -target "${URL[$s]}" -state "$st" -blobs "$GC_ORPHANS" -clients "$CLIENTS" -seed $((rep * 10 + ${#phase})) 2>&1 | tail -n 1 >&2
+			"$LOAD" gc-orphans -target "${URL[$s]}" -state "$st" -blobs "$GC_ORPHANS" -clients "$CLIENTS" -seed $((rep * 10 + ${#phase})) 2>&1 | tail -n 1 >&2
 			sleep "$(($(secs "$GC_DELAY3") + 1))"
 			stop=$TMP/stop-gc
 			rm -f "$stop"
@@ -277,7 +276,7 @@ for s in "${gc_flavours[@]}"; do
 				GCLOOP=$!
 			fi
 			log "part 3 ($s) round $rep: $phase"
-			"$GCLOAD" mixed -target "${URL[$s]}" -state "$st" -clients "$CLIENTS" -duration "$DURATION" -push-every 5 \
+			"$LOAD" gc-mixed -target "${URL[$s]}" -state "$st" -clients "$CLIENTS" -duration "$DURATION" -push-every 5 \
 				-pushed "$pushed" -label "$phase" -json | jq -c --arg f "$s" --argjson r "$rep" '. + {flavour:$f, round:$r}' >>"$MIXRES"
 			if [[ -n $GCLOOP ]]; then
 				touch "$stop"
@@ -289,7 +288,7 @@ for s in "${gc_flavours[@]}"; do
 	# One more pass, then everything the mixed load pushed must still pull
 	# (orphans it re-uploaded while GC deleted them included).
 	gc_pass "$s" "$GC_DELAY3" final "" 120
-	"$GCLOAD" verify -target "${URL[$s]}" -state "$st" -pushed "$pushed" -clients "$CLIENTS" | jq -c --arg f "$s" --arg l part3 '. + {flavour:$f, label:$l}' >>"$VERIFY" ||
+	"$LOAD" gc-verify -target "${URL[$s]}" -state "$st" -pushed "$pushed" -clients "$CLIENTS" | jq -c --arg f "$s" --arg l part3 '. + {flavour:$f, label:$l}' >>"$VERIFY" ||
 		log "verify ($s, part 3) FAILED"
 	counts "$s" end
 	grep -c . "$pushed" | xargs -I{} echo "{} manifests pushed by the mixed load ($s)" >&2

@@ -53,17 +53,19 @@ func (c *regClient) withAuth(ctx context.Context, user, password string) error {
 	default:
 		return fmt.Errorf("unsupported challenge %q", resp.Header.Get("WWW-Authenticate"))
 	}
-	c.hc.Transport = authTransport{next: c.hc.Transport, header: header}
+	c.hc.Transport = authTransport{next: c.hc.Transport, header: header, host: c.base.Host}
 	return nil
 }
 
+// authTransport adds the login to requests for the registry's host only:
+// a signed URL elsewhere carries its own credential.
 type authTransport struct {
-	next   http.RoundTripper
-	header string
+	next         http.RoundTripper
+	header, host string
 }
 
 func (t authTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Header.Get("Authorization") == "" {
+	if r.URL.Host == t.host && r.Header.Get("Authorization") == "" {
 		r = r.Clone(r.Context())
 		r.Header.Set("Authorization", t.header)
 	}

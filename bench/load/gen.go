@@ -32,6 +32,12 @@ func (r *wyrand) fill(p []byte) {
 	}
 }
 
+// blobSeed is the seed of blob i of a numbered set: far apart for every i.
+func blobSeed(seed uint64, i int) uint64 {
+	r := wyrand{s: seed ^ uint64(i)*0x9e3779b97f4a7c15}
+	return r.next()
+}
+
 // genBlob returns size deterministic bytes for seed (for small blobs only).
 func genBlob(seed uint64, size int) []byte {
 	b := make([]byte, size)
@@ -56,6 +62,18 @@ func newStream(seed uint64, n int64) *stream {
 	return &stream{rng: wyrand{s: seed}, left: n, h: sha256.New()}
 }
 
+// newRawStream is newStream's bytes without the hashing (Sum is unset).
+func newRawStream(seed uint64, n int64) *stream {
+	return &stream{rng: wyrand{s: seed}, left: n}
+}
+
+// streamDigest is the digest of newStream(seed, n)'s bytes.
+func streamDigest(seed uint64, n int64) string {
+	s := newStream(seed, n)
+	_, _ = io.Copy(io.Discard, s)
+	return s.Sum()
+}
+
 func (s *stream) Read(p []byte) (int, error) {
 	if s.left <= 0 {
 		return 0, io.EOF
@@ -70,7 +88,9 @@ func (s *stream) Read(p []byte) (int, error) {
 		k = len(p)
 	}
 	s.rng.fill(p[:k])
-	s.h.Write(p[:k])
+	if s.h != nil {
+		s.h.Write(p[:k])
+	}
 	s.left -= int64(k)
 	s.n += int64(k)
 	return k, nil

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
+	"flag"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -144,5 +147,76 @@ func BenchmarkStream(b *testing.B) {
 	s := newStream(1, 1<<62)
 	for b.Loop() {
 		_, _ = s.Read(p)
+	}
+}
+
+func TestRunLoopKinds(t *testing.T) {
+	kindOf := func(i int64) int { return int(i % 3 / 2) } // 0, 0, 1, 0, 0, 1, ...
+	p := runLoop(3, 5*time.Second, 30, loop{op: func(context.Context, int, int64) (int64, error) { return 1, nil }, kinds: 2, kindOf: kindOf})
+	if p.ops != 30 || len(p.lat[0]) != 20 || len(p.lat[1]) != 10 || len(p.all()) != 30 {
+		t.Fatalf("ops %d, by kind %d + %d", p.ops, len(p.lat[0]), len(p.lat[1]))
+	}
+}
+
+func TestParallelStopsAtFirstError(t *testing.T) {
+	var calls atomic.Int64
+	boom := errors.New("boom")
+	err := parallel(context.Background(), 1_000_000, 4, func(_ context.Context, i int) error {
+		calls.Add(1)
+		if i == 10 {
+			return boom
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || calls.Load() > 1000 {
+		t.Fatalf("parallel = %v after %d calls", err, calls.Load())
+	}
+	var n atomic.Int64
+	if err := parallel(context.Background(), 50, 8, func(context.Context, int) error { n.Add(1); return nil }); err != nil || n.Load() != 50 {
+		t.Fatalf("parallel = %v after %d calls, want 50", err, n.Load())
+	}
+}
+
+func TestLatencies(t *testing.T) {
+	var d []time.Duration
+	for i := 100; i >= 1; i-- {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	if p50, p99, mx := latencies(d); p50 != 50 || p99 != 99 || mx != 100 {
+		t.Fatalf("latencies = %v %v %v", p50, p99, mx)
+	}
+	if p50, p99, mx := latencies(nil); p50+p99+mx != 0 {
+		t.Fatal("latencies of nothing are not zero")
+	}
+}
+
+// A raw stream yields the hashing stream's bytes, and streamDigest their digest.
+func TestRawStreamAndDigest(t *testing.T) {
+	const n = 3<<20 + 5
+	raw, hashed := mustRead(t, newRawStream(7, n)), newStream(7, n)
+	if !bytes.Equal(raw, mustRead(t, hashed)) {
+		t.Fatal("raw and hashing streams differ")
+	}
+	if d := streamDigest(7, n); d != hashed.Sum() || d != sha256Digest(raw) {
+		t.Fatalf("streamDigest = %s, stream %s, bytes %s", d, hashed.Sum(), sha256Digest(raw))
+	}
+	if bytes.Equal(genBlob(blobSeed(1, 1), 64), genBlob(blobSeed(1, 2), 64)) {
+		t.Fatal("blobSeed gave two blobs the same bytes")
+	}
+}
+
+func TestSizeFlag(t *testing.T) {
+	var o opts
+	o.size = 1 << 20
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	o.register(fs, fImage)
+	if def := fs.Lookup("size").DefValue; def != "1MiB" {
+		t.Fatalf("default shown as %q", def)
+	}
+	if err := fs.Parse([]string{"-size", "4K", "-chunk", "2M"}); err != nil || o.size != 4<<10 || o.chunk != 2<<20 {
+		t.Fatalf("parse: %v, size %d chunk %d", err, o.size, o.chunk)
+	}
+	if err := fs.Parse([]string{"-size", "1T"}); err == nil {
+		t.Fatal("-size 1T: no error")
 	}
 }
