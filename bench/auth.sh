@@ -4,31 +4,13 @@
 # carries a bearer token that the server verifies, from its cache after the
 # first time), alternating, medians of BENCH_REPEAT runs. Target: auth costs
 # at most 10% of the requests/s. Writes bench/results-auth.md.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-DURATION=${BENCH_DURATION:-8s}
-REPEAT=${BENCH_REPEAT:-3}
-CLIENTS=${BENCH_CLIENTS:-16}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 OUT=${BENCH_OUT:-$ROOT/bench/results-auth.md}
-log() { printf '== %s\n' "$*" >&2; }
 
-TMP=$(mktemp -d /tmp/wharf-authbench.XXXXXX)
-PIDS=()
-cleanup() {
-	local rc=$?
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-	rm -rf "$TMP"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-go build -o "$TMP/wharf" ./cmd/wharf
-go build -o "$TMP/load" ./bench/load
-LOAD=$TMP/load
-printf 'bench-password\n' | "$TMP/wharf" user add --htpasswd "$TMP/htpasswd" --cost 4 bench >/dev/null
+bench_tmp authbench
+build_tools
+printf 'bench-password\n' | "$WHARF" user add --htpasswd "$TMP/htpasswd" --cost 4 bench >/dev/null
 cat >"$TMP/auth.yaml" <<YAML
 auth:
   mode: token
@@ -42,29 +24,22 @@ auth:
         actions: [pull, push, delete]
 YAML
 
-start() { # name port extra-args...
-	local name=$1 port=$2
-	shift 2
-	WHARF_LOG_LEVEL=warn "$TMP/wharf" serve --addr "127.0.0.1:$port" --data-dir "$TMP/$name" "$@" >"$TMP/$name.log" 2>&1 &
-	PIDS+=($!)
-	"$LOAD" wait -target "http://127.0.0.1:$port" >/dev/null
-}
-OFF_PORT=$("$LOAD" freeport)
-ON_PORT=$("$LOAD" freeport)
-start off "$OFF_PORT"
-OFF_PID=${PIDS[-1]}
-start on "$ON_PORT" --config "$TMP/auth.yaml"
-ON_PID=${PIDS[-1]}
-"$LOAD" setup -target "http://127.0.0.1:$OFF_PORT" -tags 1 2>/dev/null
-"$LOAD" setup -target "http://127.0.0.1:$ON_PORT" -tags 1 -user bench -password bench-password 2>/dev/null
+start_wharf off
+start_wharf on -- --config "$TMP/auth.yaml"
+LOGIN=(-user bench -password bench-password)
+"$LOAD" setup -target "${URL[off]}" -tags 1 2>/dev/null
+"$LOAD" setup -target "${URL[on]}" -tags 1 "${LOGIN[@]}" 2>/dev/null
 
 CLK=$(getconf CLK_TCK)
 results=$TMP/results.jsonl
 for i in $(seq "$REPEAT"); do
 	log "run $i/$REPEAT"
-	"$LOAD" manifest-head -target "http://127.0.0.1:$OFF_PORT" -pid "$OFF_PID" -clk-tck "$CLK" -clients "$CLIENTS" -duration "$DURATION" -json -label off >>"$results"
-	"$LOAD" manifest-head -target "http://127.0.0.1:$ON_PORT" -pid "$ON_PID" -clk-tck "$CLK" -clients "$CLIENTS" -duration "$DURATION" -json -label on \
-		-user bench -password bench-password >>"$results"
+	for s in off on; do
+		login=()
+		[[ $s == on ]] && login=("${LOGIN[@]}")
+		"$LOAD" manifest-head -target "${URL[$s]}" -pid "${PID[$s]}" -clk-tck "$CLK" -clients "$CLIENTS" -duration "$DURATION" -json -label "$s" \
+			"${login[@]}" >>"$results"
+	done
 done
 python3 - "$results" "$CLIENTS" >"$OUT" <<'PY'
 import json, statistics, sys

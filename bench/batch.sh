@@ -8,44 +8,22 @@
 #
 # Settings: BENCH_DURATION (8s), BENCH_REPEAT (3), BENCH_CLIENTS (16),
 # BENCH_LAYERS (15). Writes bench/results-batch.md.
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-DURATION=${BENCH_DURATION:-8s}
-REPEAT=${BENCH_REPEAT:-3}
-CLIENTS=${BENCH_CLIENTS:-16}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 LAYERS=${BENCH_LAYERS:-15}
 OUT=${BENCH_OUT:-$ROOT/bench/results-batch.md}
-log() { printf '== %s\n' "$*" >&2; }
 
-TMP=$(mktemp -d /tmp/wharf-batch.XXXXXX)
-WPID=
-cleanup() {
-	local rc=$?
-	[[ -n $WPID ]] && { kill "$WPID" 2>/dev/null || true; wait "$WPID" 2>/dev/null || true; }
-	rm -rf "$TMP"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log "building wharf and the load tool"
-go build -o "$TMP/wharf" ./cmd/wharf
-go build -o "$TMP/load" ./bench/load
-LOAD=$TMP/load
-PORT=$("$LOAD" freeport)
-URL=http://127.0.0.1:$PORT
-WHARF_LOG_LEVEL=warn WHARF_REDIRECT_ENABLED=true "$TMP/wharf" serve --addr "127.0.0.1:$PORT" --data-dir "$TMP/data" >"$TMP/wharf.log" 2>&1 &
-WPID=$!
-"$LOAD" wait -target "$URL" >/dev/null
-"$LOAD" setup -target "$URL" -repo bench/batch -layers "$LAYERS" -layer-size 64K -tags 1 2>&1 | tail -n 1 >&2
+bench_tmp batch
+build_tools
+start_wharf batch WHARF_REDIRECT_ENABLED=true
+"$LOAD" setup -target "${URL[batch]}" -repo bench/batch -layers "$LAYERS" -layer-size 64K -tags 1 2>&1 | tail -n 1 >&2
 
 CLK=$(getconf CLK_TCK)
 results=$TMP/results.jsonl
 for i in $(seq "$REPEAT"); do
 	for sc in nplus1 batch; do
 		log "run $i/$REPEAT: $sc"
-		"$LOAD" "$sc" -target "$URL" -repo bench/batch -pid "$WPID" -clk-tck "$CLK" -clients "$CLIENTS" \
+		"$LOAD" "$sc" -target "${URL[batch]}" -repo bench/batch -pid "${PID[batch]}" -clk-tck "$CLK" -clients "$CLIENTS" \
 			-duration "$DURATION" -json -label "$sc" >>"$results"
 	done
 done

@@ -10,45 +10,15 @@
 # bench/results-middleware.md.
 #
 #   BENCH_DURATION=8s BENCH_WARMUP=1s BENCH_CLIENTS=16 BENCH_REPEAT=3
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-DURATION=${BENCH_DURATION:-8s}
-WARMUP=${BENCH_WARMUP:-1s}
-CLIENTS=${BENCH_CLIENTS:-16}
-REPEAT=${BENCH_REPEAT:-3}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 OUT=${BENCH_OUT:-$ROOT/bench/results-middleware.md}
 
-log() { printf '== %s\n' "$*" >&2; }
-TMP=$(mktemp -d /tmp/wharf-mw.XXXXXX)
-PIDS=()
-cleanup() {
-	local rc=$?
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-	rm -rf "$TMP"
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log "building wharf and the load tool"
-go build -o "$TMP/wharf" ./cmd/wharf
-go build -o "$TMP/load" ./bench/load
-LOAD=$TMP/load
-
-declare -A URL PID
-start() { # name env...
-	local name=$1 port
-	shift
-	port=$("$LOAD" freeport)
-	env WHARF_LOG_LEVEL=warn "$@" "$TMP/wharf" serve --addr "127.0.0.1:$port" --data-dir "$TMP/$name" >"$TMP/$name.log" 2>&1 &
-	PIDS+=($!)
-	PID[$name]=$!
-	URL[$name]=http://127.0.0.1:$port
-	"$LOAD" wait -target "${URL[$name]}" -timeout 30s || { tail -20 "$TMP/$name.log" >&2; exit 1; }
-	"$LOAD" setup -target "${URL[$name]}" -layers 4 -layer-size 1M -tags 10 >/dev/null
+bench_tmp mw
+build_tools
+start() { # name env...: a wharf with the test image
+	start_wharf "$@"
+	"$LOAD" setup -target "${URL[$1]}" -layers 4 -layer-size 1M -tags 10 >/dev/null
 }
 start on WHARF_METRICS_ENABLED=true WHARF_HTTP_REQUEST_ID=true \
 	WHARF_LIMITS_RATE_PULL=1000000 WHARF_LIMITS_RATE_PUSH=1000000 WHARF_LIMITS_RATE_BATCH=1000000

@@ -12,10 +12,8 @@
 #   BENCH_JOBS=4             wharf pull --jobs (crane's default is 4 too)
 #   BENCH_OUT=path           markdown report (default bench/pull-results-latest.md)
 #   WHARF_CACHE              where crane is installed (default ~/.cache/wharf-ci)
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 LAYERS=${BENCH_LAYERS:-15}
 LAYER_SIZE=${BENCH_LAYER_SIZE:-4194304}
 PULLS=${BENCH_PULLS:-5}
@@ -25,38 +23,22 @@ CACHE=${WHARF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci}
 CRANE_VERSION=v0.22.1
 CRANE=$CACHE/crane-$CRANE_VERSION/crane
 
-log() { printf '== %s\n' "$*" >&2; }
-
 if [[ ! -x $CRANE ]]; then
 	log "installing crane $CRANE_VERSION into $CACHE"
 	(cd /tmp && GOBIN=$(dirname "$CRANE") GOFLAGS='' GOWORK=off \
 		go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION")
 fi
 
-TMP=$(mktemp -d)
-SERVER_PID=''
-cleanup() {
-	if [[ -n $SERVER_PID ]]; then
-		kill "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-	fi
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-log "building wharf and the load tool"
-go build -o "$TMP/wharf" ./cmd/wharf
-go build -o "$TMP/load" ./bench/load
-
-REG=127.0.0.1:$("$TMP/load" freeport)
+bench_tmp pull
+build_tools
+# Its access log (info, JSON) counts the frontend requests.
+start_wharf access WHARF_LOG_FORMAT=json WHARF_LOG_LEVEL=info
+REG=${URL[access]#http://}
 ACCESS=$TMP/access.log
-WHARF_LOG_FORMAT=json WHARF_LOG_LEVEL=info "$TMP/wharf" serve --addr "$REG" --data-dir "$TMP/data" 2>"$ACCESS" &
-SERVER_PID=$!
-"$TMP/load" wait -target "http://$REG" -timeout 10s || { log "wharf did not start"; cat "$ACCESS" >&2; exit 1; }
 
 REF=$REG/bench/app:v1
 log "pushing $LAYERS layers of $LAYER_SIZE bytes to $REF"
-"$TMP/load" setup -target "http://$REG" -repo bench/app -tag v1 -tags 1 -layers "$LAYERS" -layer-size "$LAYER_SIZE" 2>/dev/null
+"$LOAD" setup -target "${URL[access]}" -repo bench/app -tag v1 -tags 1 -layers "$LAYERS" -layer-size "$LAYER_SIZE" 2>/dev/null
 
 frontend() { grep -c '"route":"/v2/' "$ACCESS" || true; }
 storage() { grep -c '"route":"/_wharf/blobs/' "$ACCESS" || true; }
@@ -66,7 +48,7 @@ own=0
 secs[wharf]=0 secs[crane]=0 reqs[wharf]=0 reqs[crane]=0 stor[wharf]=0 stor[crane]=0
 pull_once() { # TOOL DIR
 	case $1 in
-	wharf) "$TMP/wharf" pull "$REF" -o "$2" --jobs "$JOBS" --json >"$TMP/last.json" ;;
+	wharf) "$WHARF" pull "$REF" -o "$2" --jobs "$JOBS" --json >"$TMP/last.json" ;;
 	crane) "$CRANE" pull --insecure --format oci "$REF" "$2" >/dev/null 2>&1 ;;
 	esac
 }

@@ -17,22 +17,13 @@
 #                        tags-list, blob-get, push-small, push-large, push-256M, push-2G)
 #   BENCH_KEEP=1         keep the temp dir (data, logs, raw JSON) for inspection
 #   BENCH_OUT=path       where to write the markdown (default bench/results-latest.md)
-set -euo pipefail
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-
-DURATION=${BENCH_DURATION:-8s}
-REPEAT=${BENCH_REPEAT:-3}
-WARMUP=${BENCH_WARMUP:-1s}
-CLIENTS=${BENCH_CLIENTS:-16}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 LARGE=${BENCH_LARGE:-1G}
 RSS_SMALL=${BENCH_RSS_SMALL:-256M}
 RSS_LARGE=${BENCH_RSS_LARGE:-2G}
 OUT=${BENCH_OUT:-$ROOT/bench/results-latest.md}
 DIST_BIN=/usr/bin/docker-registry
-
-log() { printf '== %s\n' "$*" >&2; }
 
 # ---- Distribution: Debian's package, never its systemd service ----
 if [[ ! -x $DIST_BIN ]]; then
@@ -51,38 +42,11 @@ if [[ ! -x $DIST_BIN ]]; then
 fi
 DIST_VERSION=$("$DIST_BIN" --version 2>/dev/null | awk '{print $NF}')
 
-TMP=$(mktemp -d /tmp/wharf-bench.XXXXXX)
-WPID= DPID=
-cleanup() {
-	local rc=$?
-	for pid in $WPID $DPID; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in $WPID $DPID; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ -n ${BENCH_KEEP:-} ]]; then
-		log "kept $TMP"
-	else
-		rm -rf "$TMP"
-	fi
-	exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_tmp bench
+build_tools
 
-log "building wharf and the load tool"
-go build -o "$TMP/wharf" ./cmd/wharf
-go build -o "$TMP/load" ./bench/load
-LOAD=$TMP/load
-
-WPORT=$("$LOAD" freeport)
 DPORT=$("$LOAD" freeport)
-while [[ $DPORT == "$WPORT" ]]; do DPORT=$("$LOAD" freeport); done
-WURL=http://127.0.0.1:$WPORT
-DURL=http://127.0.0.1:$DPORT
-
-mkdir -p "$TMP/wharf-data" "$TMP/dist-data"
+mkdir -p "$TMP/dist-data"
 cat >"$TMP/dist.yml" <<EOF
 version: 0.1
 log:
@@ -100,16 +64,12 @@ http:
   addr: 127.0.0.1:$DPORT
 EOF
 
-log "starting wharf on $WURL and Distribution $DIST_VERSION on $DURL (logs in $TMP)"
-WHARF_LOG_LEVEL=warn "$TMP/wharf" serve --addr "127.0.0.1:$WPORT" --data-dir "$TMP/wharf-data" >"$TMP/wharf.log" 2>&1 &
-WPID=$!
+log "starting Distribution $DIST_VERSION on 127.0.0.1:$DPORT and wharf (logs in $TMP)"
 "$DIST_BIN" serve "$TMP/dist.yml" >"$TMP/dist.log" 2>&1 &
-DPID=$!
-"$LOAD" wait -target "$WURL" -timeout 30s || { tail -20 "$TMP/wharf.log" >&2; exit 1; }
-"$LOAD" wait -target "$DURL" -timeout 30s || { tail -20 "$TMP/dist.log" >&2; exit 1; }
-
-declare -A URL=([wharf]=$WURL [dist]=$DURL)
-declare -A PID=([wharf]=$WPID [dist]=$DPID)
+PIDS+=($!)
+PID[dist]=$! URL[dist]=http://127.0.0.1:$DPORT
+start_wharf wharf
+"$LOAD" wait -target "${URL[dist]}" -timeout 30s || { tail -20 "$TMP/dist.log" >&2; exit 1; }
 
 for s in wharf dist; do
 	"$LOAD" setup -target "${URL[$s]}" -layers 4 -layer-size 1M -tags 10
@@ -150,13 +110,11 @@ if [[ -z ${BENCH_SKIP_RSS:-} ]]; then
 fi
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
 	echo "## Wharf vs Distribution — $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
-	echo "Machine: $(nproc) cores ($CPU), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)."
-	echo "Wharf $COMMIT (working tree as built), $(go version | awk '{print $3}'); Distribution $DIST_VERSION (Debian docker-registry)."
+	machine_line
+	echo "$(built_what); Distribution $DIST_VERSION (Debian docker-registry)."
 	echo "Load tool on the same machine: each throughput run ${DURATION} after a ${WARMUP} warm-up, ${CLIENTS} clients, ${REPEAT} runs per server (median shown); server CPU from /proc/<pid>/stat, peak RSS = VmHWM reset per run (max shown)."
 	echo "Load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER — anything well above 2 means other work shared the 2 cores and req/s and MiB/s are noisy; CPU per request is the steadier figure."
 	echo

@@ -24,14 +24,8 @@
 # part-3 round), BENCH_GC_REVIEW_DELAY (5s, part 3; part 2 uses 1s),
 # BENCH_SQLITE_GC (1), BENCH_PG_FSYNC (on), BENCH_KEEP=1 (keep the temp dir),
 # BENCH_OUT (bench/results-scaleout.md).
-set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
-
-DURATION=${BENCH_DURATION:-8s}
-REPEAT=${BENCH_REPEAT:-3}
-WARMUP=${BENCH_WARMUP:-1s}
-CLIENTS=${BENCH_CLIENTS:-16}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 GC_BLOBS=${BENCH_GC_BLOBS:-10000}
 GC_REF=${BENCH_GC_REFERENCED:-5000}
 GC_LAYERS=${BENCH_GC_LAYERS:-10}
@@ -42,14 +36,12 @@ SQLITE_GC=${BENCH_SQLITE_GC:-1}
 PG_FSYNC=${BENCH_PG_FSYNC:-on}
 OUT=${BENCH_OUT:-$ROOT/bench/results-scaleout.md}
 PGBIN=${WHARF_PG_BIN:-/usr/lib/postgresql/15/bin}
-log() { printf '== %s %s\n' "$(date -u +%T)" "$*" >&2; }
 secs() { local d=$1; d=${d%s}; echo "$d"; }
 
-TMP=$(mktemp -d /tmp/wharf-scaleout.XXXXXX)
-chmod 755 "$TMP"
 PGPID= PMPID= PGDIR= WPG= WSQ= GCLOOP=
-cleanup() {
-	local rc=$?
+# The wharfs restart between parts and PostgreSQL runs as another user:
+# both are stopped here rather than through PIDS.
+cleanup_hook() {
 	for pid in $GCLOOP $WPG $WSQ; do kill "$pid" 2>/dev/null || true; done
 	for pid in $GCLOOP $WPG $WSQ; do wait "$pid" 2>/dev/null || true; done
 	if [[ -n $PGPID ]]; then
@@ -61,16 +53,9 @@ cleanup() {
 		[[ -n $pm ]] && kill -KILL "$pm" 2>/dev/null || true
 		kill -KILL "$PGPID" 2>/dev/null || true
 	fi
-	if [[ -n ${BENCH_KEEP:-} ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-	exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log "building wharf and the load tool into $TMP"
-go build -o "$TMP/wharf" ./cmd/wharf
-go build -o "$TMP/load" ./bench/load
-LOAD=$TMP/load WHARF=$TMP/wharf
+bench_tmp scaleout
+build_tools
 CLK=$(getconf CLK_TCK)
 
 # ---- PostgreSQL: a throwaway cluster, as internal/pgtest does it ----
@@ -296,13 +281,11 @@ done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report ----
-CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
 	echo "## Scale-out: PostgreSQL vs SQLite, GC under load — $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo
-	echo "Machine: $(nproc) cores ($CPU), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, Linux $(uname -r)."
-	echo "Wharf $COMMIT (working tree as built), $(go version | awk '{print $3}'); PostgreSQL $PGVER (local cluster on 127.0.0.1, fsync=$PG_FSYNC, shared_buffers=128MB; Wharf's pool 16)."
+	machine_line
+	echo "$(built_what); PostgreSQL $PGVER (local cluster on 127.0.0.1, fsync=$PG_FSYNC, shared_buffers=128MB; Wharf's pool 16)."
 	echo "Each throughput run ${DURATION} after a ${WARMUP} warm-up, ${CLIENTS} clients, ${REPEAT} runs per flavour alternating (median shown)."
 	echo "Load average (1/5/15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER."
 	echo
