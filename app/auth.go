@@ -40,7 +40,7 @@ func newAuth(cfg config.Config, log *slog.Logger) (auth.Authorizer, http.Handler
 	o := service.Options{
 		Mode: service.Mode(a.Mode), Htpasswd: HtpasswdPath(cfg), Policy: policy,
 		Service: a.Service, Realm: a.Token.Realm, PublicURL: cfg.PublicURL, TokenTTL: a.Token.TTL,
-		BasicCacheTTL: a.BasicCacheTTL, CacheSize: a.CacheSize,
+		BasicCacheTTL: a.BasicCacheTTL, CacheSize: a.CacheSize, CacheMaxBytes: a.CacheMaxBytes,
 		FailedLoginsPerMinute: float64(a.FailedLogins.PerMinute), FailedLoginsBurst: a.FailedLogins.Burst,
 		Logger: log,
 	}

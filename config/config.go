@@ -68,7 +68,8 @@ type Auth struct {
 	Htpasswd      string        `yaml:"htpasswd" doc:"users file, bcrypt only (default <data_dir>/htpasswd; manage it with wharf user)"`
 	Service       string        `yaml:"service" doc:"service name of the token service (the tokens' audience)"`
 	BasicCacheTTL time.Duration `yaml:"basic_cache_ttl" doc:"how long verified Basic credentials are remembered"`
-	CacheSize     int           `yaml:"cache_size" doc:"entries of each credential cache (verified tokens, Basic credentials)"`
+	CacheMaxBytes int64         `yaml:"cache_max_bytes" doc:"memory of each credential cache (verified tokens, Basic credentials); the least used dropped first, expired ones at once"`
+	CacheSize     int           `yaml:"cache_size" doc:"failed-login buckets remembered"`
 	FailedLogins  FailedLogins  `yaml:"failed_logins"`
 	Token         Token         `yaml:"token"`
 	// Policy is file-only (no environment variables): see auth.PolicySpec.
@@ -269,7 +270,7 @@ func Default() Config {
 		Redirect: Redirect{Expiry: 20 * time.Minute},
 		Signing:  Signing{Signer: "local"},
 		Auth: Auth{
-			Mode: "none", Service: "wharf", BasicCacheTTL: time.Minute, CacheSize: 10000,
+			Mode: "none", Service: "wharf", BasicCacheTTL: time.Minute, CacheSize: 10000, CacheMaxBytes: 16 << 20,
 			FailedLogins: FailedLogins{PerMinute: 10, Burst: 20},
 			Token:        Token{Issuer: "wharf-token-service", TTL: 5 * time.Minute},
 		},
@@ -390,8 +391,8 @@ func (c Config) validateAuth() []error {
 	if a.Token.TTL < time.Minute || a.Token.TTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("auth.token.ttl %s: want 1m to 24h", a.Token.TTL))
 	}
-	if a.BasicCacheTTL < 0 || a.CacheSize <= 0 || a.FailedLogins.PerMinute <= 0 || a.FailedLogins.Burst <= 0 {
-		errs = append(errs, errors.New("auth.basic_cache_ttl must not be negative; auth.cache_size and auth.failed_logins.* must be positive"))
+	if a.BasicCacheTTL < 0 || a.CacheSize <= 0 || a.CacheMaxBytes <= 0 || a.FailedLogins.PerMinute <= 0 || a.FailedLogins.Burst <= 0 {
+		errs = append(errs, errors.New("auth.basic_cache_ttl must not be negative; auth.cache_size, auth.cache_max_bytes and auth.failed_logins.* must be positive"))
 	}
 	if (a.Token.ExternalIssuer == "") != (a.Token.ExternalKeys == "") {
 		errs = append(errs, errors.New("auth.token.external_issuer and auth.token.external_keys go together"))

@@ -2,39 +2,41 @@ package service
 
 import (
 	"crypto/sha256"
-	"sync"
 	"time"
+
+	"github.com/wharf-registry/wharf/internal/cache"
 )
 
-// cacheShards spreads the cache over several locks so concurrent
-// requests do not queue on one.
-const cacheShards = 16
+// DefaultCacheMaxBytes is the memory of each credential cache when none
+// is set.
+const DefaultCacheMaxBytes = 16 << 20
 
-// cache is a bounded map from a credential's SHA-256 to what verifying it
-// established, valid until an expiry. The credential itself is never
-// kept. When a shard is full, expired entries go first, then arbitrary
-// ones: memory stays bounded whatever clients send.
-type cache[V any] struct {
-	shards [cacheShards]cacheShard[V]
-	max    int // per shard
+// credCache maps a credential's SHA-256 to what verifying it established,
+// valid until an expiry. The credential itself is never kept. It is
+// bounded in bytes (a token's access claim counts), and an entry gives
+// its memory back when it expires.
+type credCache struct {
+	c *cache.Cache[[32]byte, credEntry]
 }
 
-type cacheShard[V any] struct {
-	mu sync.RWMutex
-	m  map[[32]byte]cacheEntry[V]
+type credEntry struct {
+	p    principal
+	exp  time.Time // on the service's clock
+	wall time.Time // exp on the wall clock, when memory is freed
 }
 
-type cacheEntry[V any] struct {
-	v   V
-	exp time.Time
+func newCredCache(maxBytes int64) *credCache {
+	return &credCache{c: cache.NewExpiring(maxBytes,
+		func(_ [32]byte, e credEntry) int64 { return 32 + 64 + principalBytes(e.p) },
+		func(_ [32]byte, e credEntry) time.Time { return e.wall })}
 }
 
-func newCache[V any](size int) *cache[V] {
-	c := &cache[V]{max: max(1, size/cacheShards)}
-	for i := range c.shards {
-		c.shards[i].m = map[[32]byte]cacheEntry[V]{}
+func principalBytes(p principal) int64 {
+	n := cache.Strings(p.id.Subject, p.id.Issuer) + 24
+	for _, a := range p.id.Access {
+		n += cache.Strings(a.Type, a.Name) + cache.Strings(a.Actions...) + 24
 	}
-	return c
+	return n
 }
 
 func cacheKey(kind, credential string) [32]byte {
@@ -47,54 +49,24 @@ func cacheKey(kind, credential string) [32]byte {
 	return k
 }
 
-func (c *cache[V]) get(k [32]byte, now time.Time) (V, bool) {
-	s := &c.shards[k[0]%cacheShards]
-	s.mu.RLock()
-	e, ok := s.m[k]
-	s.mu.RUnlock()
-	if !ok || !now.Before(e.exp) {
-		var zero V
-		return zero, false
+func (c *credCache) get(k [32]byte, now time.Time) (principal, bool) {
+	e, ok := c.c.Get(k)
+	if !ok {
+		return principal{}, false
 	}
-	return e.v, true
+	if !now.Before(e.exp) {
+		c.c.Delete(k)
+		return principal{}, false
+	}
+	return e.p, true
 }
 
-func (c *cache[V]) put(k [32]byte, v V, exp, now time.Time) {
-	s := &c.shards[k[0]%cacheShards]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.m[k]; !ok && len(s.m) >= c.max {
-		for key, e := range s.m {
-			if !now.Before(e.exp) {
-				delete(s.m, key)
-			}
-		}
-		for key := range s.m {
-			if len(s.m) < c.max {
-				break
-			}
-			delete(s.m, key)
-		}
-	}
-	s.m[k] = cacheEntry[V]{v: v, exp: exp}
+func (c *credCache) put(k [32]byte, p principal, exp, now time.Time) {
+	c.c.Put(k, credEntry{p: p, exp: exp, wall: time.Now().Add(exp.Sub(now))})
 }
 
-func (c *cache[V]) clear() {
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.Lock()
-		clear(s.m)
-		s.mu.Unlock()
-	}
-}
+func (c *credCache) clear() { c.c.Clear() }
 
-func (c *cache[V]) len() int {
-	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
-	}
-	return n
-}
+func (c *credCache) len() int { return c.c.Len() }
+
+func (c *credCache) bytes() int64 { return c.c.Bytes() }

@@ -67,16 +67,23 @@ func TestLoginLimiterBounded(t *testing.T) {
 
 func TestCacheBoundedAndExpiring(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
-	c := newCache[int](160)
-	for i := range 10_000 {
-		c.put(cacheKey("k", fmt.Sprint(i)), i, now.Add(time.Minute), now)
+	const budget = 64 << 10
+	c := newCredCache(budget)
+	// Tokens with large access claims: the bytes they hold are what counts.
+	big := principal{id: auth.Identity{Access: make([]auth.Access, 100)}, bearer: true}
+	for i := range big.id.Access {
+		big.id.Access[i] = auth.Access{Type: "repository", Name: fmt.Sprintf("public/r%05d", i), Actions: []string{"pull"}}
 	}
-	if n := c.len(); n > 160 {
-		t.Errorf("%d entries, max 160", n)
+	for i := range 10_000 {
+		c.put(cacheKey("k", fmt.Sprint(i)), big, now.Add(time.Minute), now)
+	}
+	if b := c.bytes(); b > budget {
+		t.Errorf("%d bytes held, budget %d", b, budget)
 	}
 	k := cacheKey("k", "x")
-	c.put(k, 42, now.Add(time.Minute), now)
-	if v, ok := c.get(k, now); !ok || v != 42 {
+	p := principal{id: auth.Identity{Subject: "u"}}
+	c.put(k, p, now.Add(time.Minute), now)
+	if v, ok := c.get(k, now); !ok || v.id.Subject != "u" {
 		t.Error("fresh entry missing")
 	}
 	if _, ok := c.get(k, now.Add(time.Minute)); ok {
@@ -84,6 +91,25 @@ func TestCacheBoundedAndExpiring(t *testing.T) {
 	}
 	if cacheKey("basic", "a") == cacheKey("bearer", "a") {
 		t.Error("kinds share keys")
+	}
+}
+
+// TestExpiredCredentialsLeaveMemory: an expired token's entry is dropped
+// by itself, not kept until the cache fills (30 anonymous tokens with
+// 10,000 scopes each used to stay after they expired).
+func TestExpiredCredentialsLeaveMemory(t *testing.T) {
+	c := newCredCache(16 << 20)
+	now := time.Unix(1_000_000, 0) // the service's clock; the cache frees by the wall clock
+	for i := range 30 {
+		c.put(cacheKey("bearer", fmt.Sprint(i)), principal{id: auth.Identity{Subject: "u"}}, now.Add(50*time.Millisecond), now)
+	}
+	c.put(cacheKey("bearer", "live"), principal{}, now.Add(time.Hour), now)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.len() > 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := c.len(); n != 1 {
+		t.Errorf("%d entries after expiry, want 1", n)
 	}
 }
 

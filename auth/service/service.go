@@ -87,8 +87,12 @@ type Options struct {
 	// TokenTTL is the lifetime of issued tokens (default 5m).
 	TokenTTL time.Duration
 	// BasicCacheTTL is how long verified Basic credentials are remembered
-	// (default 1m); CacheSize bounds each cache (default 10000).
+	// (default 1m). CacheMaxBytes bounds the memory of each credential
+	// cache, verified tokens and Basic credentials (default
+	// DefaultCacheMaxBytes); CacheSize bounds the failed-login buckets
+	// (default 10000).
 	BasicCacheTTL time.Duration
+	CacheMaxBytes int64
 	CacheSize     int
 	// FailedLoginsPerMinute and FailedLoginsBurst shape the failed-login
 	// buckets of each client address and each user (default 10 and 20:
@@ -109,8 +113,8 @@ type Service struct {
 	reload   sync.Mutex
 	fileStat atomic.Pointer[fileStamp]
 	nextStat atomic.Int64 // unix nanos of the next htpasswd stat
-	basic    *cache[principal]
-	bearer   *cache[principal]
+	basic    *credCache
+	bearer   *credCache
 	limiter  *loginLimiter
 	policy   atomic.Pointer[auth.Policy] // swapped whole by SetPolicy
 	warnedAt atomic.Int64
@@ -155,6 +159,9 @@ func New(o Options) (*Service, error) {
 	if o.CacheSize <= 0 {
 		o.CacheSize = 10000
 	}
+	if o.CacheMaxBytes <= 0 {
+		o.CacheMaxBytes = DefaultCacheMaxBytes
+	}
 	if o.FailedLoginsPerMinute <= 0 {
 		o.FailedLoginsPerMinute = 10
 	}
@@ -169,8 +176,8 @@ func New(o Options) (*Service, error) {
 	}
 	s := &Service{
 		o: o, log: o.Logger, now: o.Now,
-		basic:   newCache[principal](o.CacheSize),
-		bearer:  newCache[principal](o.CacheSize),
+		basic:   newCredCache(o.CacheMaxBytes),
+		bearer:  newCredCache(o.CacheMaxBytes),
 		limiter: newLoginLimiter(o.FailedLoginsPerMinute, o.FailedLoginsBurst, o.CacheSize),
 	}
 	s.policy.Store(o.Policy)
