@@ -116,7 +116,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 		regMeta = o.Metadata(regMeta)
 	}
 	regMeta, regBlobs, urls := a.ops.stores(regMeta, blobs, urls)
-	ro := registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, MaxManifestReferences: cfg.Limits.ManifestMaxReferences, Logger: log, Signer: urls}
+	ro := registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, MaxManifestReferences: cfg.Limits.ManifestMaxReferences,
+		CacheMaxBytes: cfg.Limits.CacheMaxBytes, Logger: log, Signer: urls}
 	if o.Registry != nil {
 		o.Registry(&ro)
 	}

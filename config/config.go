@@ -224,6 +224,7 @@ type Limits struct {
 	UploadMinRate              int64         `yaml:"upload_min_rate" doc:"an upload body delivering fewer bytes per second than this over upload_rate_window is cut off (0: no minimum)"`
 	UploadRateWindow           time.Duration `yaml:"upload_rate_window" doc:"window over which upload_min_rate is judged"`
 	UploadMaxDuration          time.Duration `yaml:"upload_max_duration" doc:"longest time one upload request's body may take (0: no limit)"`
+	CacheMaxBytes              int64         `yaml:"cache_max_bytes" doc:"memory of the registry's caches together (manifests, tag lists, resolved images, batch answers, blob lookups, signatures); the least used dropped first"`
 }
 
 // Rate configures per-caller rate limits (requests per second and burst,
@@ -260,7 +261,7 @@ func Default() Config {
 		Storage:  Storage{Driver: "filesystem", S3: S3{Region: "us-east-1", PartSize: 8 << 20}},
 		Metadata: Metadata{Driver: "sqlite", Postgres: Postgres{MaxConns: 16}},
 		GC:       GC{ReviewDelay: 24 * time.Hour, Untagged: "keep", UntaggedAfter: 24 * time.Hour},
-		Limits: Limits{ManifestMaxBytes: 4 << 20, ManifestMaxReferences: 10000, UploadMaxAge: 24 * time.Hour, ConcurrentUploads: 1000,
+		Limits: Limits{ManifestMaxBytes: 4 << 20, ManifestMaxReferences: 10000, UploadMaxAge: 24 * time.Hour, ConcurrentUploads: 1000, CacheMaxBytes: 128 << 20,
 			ConcurrentUploadsPerClient: 64, UploadMinRate: 1024, UploadRateWindow: time.Minute, UploadMaxDuration: 2 * time.Hour,
 			Rate: Rate{Clients: 10000}},
 		HTTP: HTTP{ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ShutdownTimeout: 30 * time.Second,
@@ -358,6 +359,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.ManifestMaxReferences <= 0 {
 		errs = append(errs, errors.New("limits.manifest_max_references must be positive"))
+	}
+	if c.Limits.CacheMaxBytes <= 0 {
+		errs = append(errs, errors.New("limits.cache_max_bytes must be positive"))
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -3,8 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -58,7 +57,7 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 		}
 		return nil, internal("put manifest", err)
 	}
-	r.cache.invalidate(repo)
+	r.c.gens.bump(repo)
 	return m, nil
 }
 
@@ -102,10 +101,10 @@ func uniqueDigests(ds []oci.Descriptor) []digest.Digest {
 
 // Manifest returns a manifest by tag or digest, from the cache when it can.
 func (r *Registry) Manifest(ctx context.Context, repo string, ref oci.Reference) (ManifestRecord, error) {
-	key := repo + "\x00" + ref.String()
-	gen := r.cache.generation(repo)
-	if rec, ok := r.cache.get(key, gen); ok {
-		return rec, nil
+	key := refKey{repo, ref.String()}
+	gen := r.c.gens.get(repo)
+	if e, ok := r.c.manifests.Get(key); ok && e.gen == gen {
+		return e.v, nil
 	}
 	rec, err := r.meta.Manifest(ctx, repo, ref)
 	if errors.Is(err, ErrNotFound) {
@@ -114,7 +113,8 @@ func (r *Registry) Manifest(ctx context.Context, repo string, ref oci.Reference)
 	if err != nil {
 		return rec, internal("get manifest", err)
 	}
-	r.cache.put(key, gen, rec)
+	key = refKey{strings.Clone(repo), strings.Clone(key.ref)} // not the request line
+	r.c.manifests.Put(key, &cached[ManifestRecord]{gen, rec})
 	return rec, nil
 }
 
@@ -127,7 +127,7 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Refe
 	} else {
 		err = r.meta.DeleteTag(ctx, repo, ref.Tag)
 	}
-	r.cache.invalidate(repo)
+	r.c.gens.bump(repo)
 	if errors.Is(err, ErrNotFound) {
 		return oci.ErrManifestUnknown.WithDetail(map[string]string{"reference": ref.String()})
 	}
@@ -140,9 +140,9 @@ func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Refe
 // Tags lists a repository's tags after last, at most n (n < 0: all).
 func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
 	key := tagsKey{repo, last, n}
-	gen := r.cache.generation(repo)
-	if v, ok := r.tagLists.Load(key); ok && v.(tagsEntry).gen == gen {
-		return v.(tagsEntry).tags, nil
+	gen := r.c.gens.get(repo)
+	if e, ok := r.c.tagLists.Get(key); ok && e.gen == gen {
+		return e.v, nil
 	}
 	tags, err := r.meta.Tags(ctx, repo, last, n)
 	if errors.Is(err, ErrNotFound) {
@@ -151,24 +151,18 @@ func (r *Registry) Tags(ctx context.Context, repo, last string, n int) ([]string
 	if err != nil {
 		return nil, internal("list tags", err)
 	}
-	if r.tagListN.Add(1) > int64(r.opts.ManifestCacheEntries) {
-		r.tagLists.Clear()
-		r.tagListN.Store(0)
+	if len(last) <= maxCachedLast {
+		key = tagsKey{strings.Clone(repo), strings.Clone(last), n}
+		r.c.tagLists.Put(key, cached[[]string]{gen, tags})
 	}
-	r.tagLists.Store(key, tagsEntry{gen, tags})
 	return tags, nil
 }
 
-// tagsKey and tagsEntry cache tag lists under the repository generation,
-// like manifests: lists are read far more often than tags move.
+// tagsKey caches tag lists under the repository generation, like
+// manifests: lists are read far more often than tags move.
 type tagsKey struct {
 	repo, last string
 	n          int
-}
-
-type tagsEntry struct {
-	gen  uint64
-	tags []string
 }
 
 // Repositories lists repository names after last, at most n (n < 0: all).
@@ -197,61 +191,4 @@ func (r *Registry) Referrers(ctx context.Context, repo string, d digest.Digest, 
 		}
 	}
 	return out, nil
-}
-
-// manifestCache keeps manifests by repo+reference. Each repository has a
-// generation that every write bumps; an entry is valid only for the
-// generation it was read under, so a reader racing a writer can never
-// resurrect what the writer replaced. It is bounded by dropping everything
-// when full: simple, and a cold cache costs one query per key.
-type manifestCache struct {
-	max     int
-	size    atomic.Int64
-	entries sync.Map // key -> cacheEntry
-	gens    sync.Map // repo -> *atomic.Uint64
-	// global is added to every repository's generation: bumping it
-	// invalidates everything (Registry.Invalidate("")).
-	global atomic.Uint64
-}
-
-type cacheEntry struct {
-	gen uint64
-	rec ManifestRecord
-}
-
-func newManifestCache(max int) *manifestCache { return &manifestCache{max: max} }
-
-func (c *manifestCache) counter(repo string) *atomic.Uint64 {
-	if v, ok := c.gens.Load(repo); ok {
-		return v.(*atomic.Uint64)
-	}
-	v, _ := c.gens.LoadOrStore(repo, new(atomic.Uint64))
-	return v.(*atomic.Uint64)
-}
-
-// generation is the repository's counter plus the global one: both only
-// grow, so any bump of either changes the sum.
-func (c *manifestCache) generation(repo string) uint64 {
-	return c.global.Load() + c.counter(repo).Load()
-}
-
-func (c *manifestCache) invalidate(repo string) { c.counter(repo).Add(1) }
-
-func (c *manifestCache) invalidateAll() { c.global.Add(1) }
-
-func (c *manifestCache) get(key string, gen uint64) (ManifestRecord, bool) {
-	v, ok := c.entries.Load(key)
-	if !ok {
-		return ManifestRecord{}, false
-	}
-	e := v.(cacheEntry)
-	return e.rec, e.gen == gen
-}
-
-func (c *manifestCache) put(key string, gen uint64, rec ManifestRecord) {
-	if c.size.Add(1) > int64(c.max) {
-		c.entries.Clear()
-		c.size.Store(1)
-	}
-	c.entries.Store(key, cacheEntry{gen: gen, rec: rec})
 }

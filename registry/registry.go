@@ -13,8 +13,8 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,8 +31,10 @@ type Options struct {
 	// manifest may reference (default DefaultMaxManifestReferences): each
 	// costs a lookup when the manifest is pushed.
 	MaxManifestReferences int
-	// ManifestCacheEntries bounds the in-memory manifest cache (default 10000).
-	ManifestCacheEntries int
+	// CacheMaxBytes bounds the memory of all in-memory caches together
+	// (manifests, tag lists, resolved images, batch answers, blob lookups,
+	// signatures, generation counters; default DefaultCacheMaxBytes).
+	CacheMaxBytes int64
 	// Logger receives warnings about cleanup that failed after the fact.
 	Logger *slog.Logger
 	// Signer makes signed blob URLs (redirects, the batch endpoint); nil
@@ -56,23 +58,12 @@ type Registry struct {
 	blobs  BlobStore
 	signer Signer
 	opts   Options
-	cache  *manifestCache
+	c      *caches
 	locks  keyedMutex
 	log    *slog.Logger
 	now    func() time.Time
 	newID  func() string
 
-	sigs    signatureCache
-	images  sync.Map // repo+digest -> imageEntry
-	imageN  atomic.Int64
-	batches sync.Map // batchKey -> batchEntry
-	batchN  atomic.Int64
-
-	tagLists sync.Map // tagsKey -> tagsEntry
-	tagListN atomic.Int64
-
-	blobInfos sync.Map // repo+digest -> blobInfoEntry (StatBlob)
-	blobInfoN atomic.Int64
 	// cacheBlobLookups is off when replicas share the metadata store: a
 	// blob deleted through one replica must be gone on the next request to
 	// any other (the spec's "delete is atomic"), which a notification that
@@ -101,8 +92,8 @@ func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
 	if opts.MaxManifestReferences <= 0 {
 		opts.MaxManifestReferences = DefaultMaxManifestReferences
 	}
-	if opts.ManifestCacheEntries <= 0 {
-		opts.ManifestCacheEntries = 10000
+	if opts.CacheMaxBytes <= 0 {
+		opts.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -114,7 +105,7 @@ func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
 	_, shared := meta.(ChangeFeed)
 	return &Registry{
 		meta: meta, blobs: blobs, opts: opts, log: log,
-		cache:            newManifestCache(opts.ManifestCacheEntries),
+		c:                newCaches(opts.CacheMaxBytes, opts.Now),
 		now:              opts.Now,
 		signer:           opts.Signer,
 		newID:            func() string { return uuid.NewString() },
@@ -139,21 +130,18 @@ func internal(op string, err error) error { return fmt.Errorf("%s: %w", op, err)
 func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	// The blob GET hot path (a 307 costs this lookup and a cached
 	// signature): served from memory while nothing changed.
-	key := repo + "\x00" + d.String()
-	gen, now := r.cache.generation(repo), r.now() // before the lookup
-	if v, ok := r.blobInfos.Load(key); ok && r.cacheBlobLookups {
-		if e := v.(blobInfoEntry); e.gen == gen && now.Sub(e.at) < blobInfoTTL {
+	key := refKey{repo, d.String()}
+	gen, now := r.c.gens.get(repo), r.now() // before the lookup
+	if r.cacheBlobLookups {
+		if e, ok := r.c.blobInfos.Get(key); ok && e.gen == gen && now.Sub(e.at) < blobInfoTTL {
 			return e.info, nil
 		}
 	}
 	info, err := r.meta.RepoBlob(ctx, repo, d)
 	if err == nil {
 		if r.cacheBlobLookups {
-			if r.blobInfoN.Add(1) > int64(r.opts.ManifestCacheEntries) {
-				r.blobInfos.Clear()
-				r.blobInfoN.Store(0)
-			}
-			r.blobInfos.Store(key, blobInfoEntry{gen: gen, at: now, info: info})
+			key = refKey{strings.Clone(repo), strings.Clone(key.ref)} // not the request line
+			r.c.blobInfos.Put(key, &blobInfoEntry{gen: gen, at: now, info: info})
 		}
 		return info, nil
 	}
@@ -200,7 +188,7 @@ func (nopCloser) Close() error { return nil }
 func (r *Registry) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
 	err := r.meta.UnlinkBlob(ctx, repo, d)
 	if err == nil {
-		r.cache.invalidate(repo) // cached images may list the blob
+		r.c.gens.bump(repo) // cached images may list the blob
 		return nil
 	}
 	if !errors.Is(err, ErrNotFound) {

@@ -24,10 +24,10 @@ type ChangeFeed interface {
 // valid whatever changed.
 func (r *Registry) Invalidate(repo string) {
 	if repo == "" {
-		r.cache.invalidateAll()
+		r.c.gens.bumpAll()
 		return
 	}
-	r.cache.invalidate(repo)
+	r.c.gens.bump(repo)
 }
 
 // BlobToucher is implemented by metadata stores whose blobs are garbage

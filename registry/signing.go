@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/cache"
 	"github.com/wharf-registry/wharf/oci"
 )
 
@@ -98,11 +99,9 @@ func expiryFor(now time.Time, d time.Duration) time.Time {
 // signatureCache shares signatures per (digest, expiry): a thousand clients
 // pulling one image in one bucket cost one signature per blob.
 type signatureCache struct {
-	m       sync.Map // sigKey -> SignedURL
-	n       atomic.Int64
-	hits    atomic.Uint64
-	misses  atomic.Uint64
-	sweepMu sync.Mutex
+	m      *cache.Cache[sigKey, SignedURL]
+	hits   atomic.Uint64
+	misses atomic.Uint64
 }
 
 type sigKey struct {
@@ -112,58 +111,28 @@ type sigKey struct {
 	gen string // RotatingSigner credential generation
 }
 
-const signatureCacheSweepAt = 50000
-
 func (c *signatureCache) sign(ctx context.Context, s Signer, b BlobInfo, exp time.Time, now time.Time) (SignedURL, error) {
 	gen, err := signingGeneration(ctx, s)
 	if err != nil {
 		return SignedURL{}, err
 	}
 	k := sigKey{b.Digest, b.Key, exp.Unix(), gen}
-	if v, ok := c.m.Load(k); ok {
-		u := v.(SignedURL)
-		if u.Expires.After(now) {
-			c.hits.Add(1)
-			return u, nil
-		}
+	if u, ok := c.m.Get(k); ok && u.Expires.After(now) {
+		c.hits.Add(1)
+		return u, nil
 	}
 	c.misses.Add(1)
 	u, err := s.SignBlob(ctx, b, exp)
 	if err != nil {
 		return SignedURL{}, fmt.Errorf("%w: blob %s: %v", ErrSigning, b.Digest, err)
 	}
-	if _, loaded := c.m.LoadOrStore(k, u); !loaded && c.n.Add(1) > signatureCacheSweepAt {
-		c.sweep(now)
-	}
+	c.m.Put(k, u)
 	return u, nil
-}
-
-// sweep drops expired signatures; when everything is live it drops all,
-// which keeps memory bounded at the cost of re-signing.
-func (c *signatureCache) sweep(now time.Time) {
-	if !c.sweepMu.TryLock() {
-		return
-	}
-	defer c.sweepMu.Unlock()
-	var kept int64
-	c.m.Range(func(k, v any) bool {
-		if v.(SignedURL).Expires.After(now) {
-			kept++
-		} else {
-			c.m.Delete(k)
-		}
-		return true
-	})
-	if kept > signatureCacheSweepAt/2 {
-		c.m.Clear()
-		kept = 0
-	}
-	c.n.Store(kept)
 }
 
 // SignatureCacheStats reports signature cache hits and misses.
 func (r *Registry) SignatureCacheStats() (hits, misses uint64) {
-	return r.sigs.hits.Load(), r.sigs.misses.Load()
+	return r.c.sigs.hits.Load(), r.c.sigs.misses.Load()
 }
 
 // SignBlobURL returns a signed URL for a blob the repository may serve
@@ -174,7 +143,7 @@ func (r *Registry) SignBlobURL(ctx context.Context, info BlobInfo, lifetime time
 		return SignedURL{}, false, nil
 	}
 	now := r.now()
-	u, err := r.sigs.sign(ctx, r.signer, info, expiryFor(now, lifetime), now)
+	u, err := r.c.sigs.sign(ctx, r.signer, info, expiryFor(now, lifetime), now)
 	if err != nil {
 		return SignedURL{}, false, err
 	}
@@ -284,7 +253,7 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 	}
 	// Read before any lookup: a write after this point invalidates what
 	// we are about to cache.
-	gen := r.cache.generation(repo)
+	gen := r.c.gens.get(repo)
 	rec, err := r.Manifest(ctx, repo, ref)
 	if err != nil {
 		if errors.Is(err, oci.ErrManifestUnknown) {
@@ -314,13 +283,13 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 		return nil, err
 	}
 	key := batchKey{repo: repo, digest: img.digest, exp: exp.Unix(), base: base, sgen: sgen}
-	if v, ok := r.batches.Load(key); ok && v.(batchEntry).gen == gen {
-		return v.(batchEntry).urls, nil
+	if e, ok := r.c.batches.Get(key); ok && e.gen == gen {
+		return e.v, nil
 	}
 	out := &BlobURLs{ManifestDigest: img.digest, ExpiresAt: exp.UTC(), TotalSize: img.total, Blobs: make([]BlobURL, len(img.blobs)),
 		Manifest: &EmbeddedManifest{MediaType: rec.MediaType, Digest: rec.Digest, Size: int64(len(rec.Payload)), Data: rec.Payload}}
 	for i, b := range img.blobs {
-		u, err := r.sigs.sign(ctx, r.signer, b.info, exp, now)
+		u, err := r.c.sigs.sign(ctx, r.signer, b.info, exp, now)
 		if err != nil {
 			return nil, err
 		}
@@ -332,7 +301,8 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 		}
 		out.Blobs[i] = BlobURL{Digest: b.info.Digest, Size: b.info.Size, MediaType: b.mediaType, Kind: b.kind, DownloadURL: u.URL}
 	}
-	r.storeBatch(key, batchEntry{gen: gen, urls: out}, now)
+	key.repo, key.base = strings.Clone(repo), strings.Clone(base) // not the request they came from
+	r.c.batches.Put(key, cached[*BlobURLs]{gen, out})
 	return out, nil
 }
 
@@ -342,37 +312,6 @@ type batchKey struct {
 	digest digest.Digest
 	exp    int64
 	sgen   string // signer credential generation
-}
-
-type batchEntry struct {
-	gen  uint64
-	urls *BlobURLs
-}
-
-// storeBatch caches an answer; expired answers are swept when the cache
-// grows, so it holds at most a few answers per image.
-func (r *Registry) storeBatch(k batchKey, e batchEntry, now time.Time) {
-	if _, loaded := r.batches.LoadOrStore(k, e); loaded {
-		r.batches.Store(k, e)
-		return
-	}
-	if r.batchN.Add(1) < int64(r.opts.ManifestCacheEntries) {
-		return
-	}
-	var kept int64
-	r.batches.Range(func(key, _ any) bool {
-		if key.(batchKey).exp <= now.Unix() {
-			r.batches.Delete(key)
-		} else {
-			kept++
-		}
-		return true
-	})
-	if kept >= int64(r.opts.ManifestCacheEntries) {
-		r.batches.Clear()
-		kept = 0
-	}
-	r.batchN.Store(kept)
 }
 
 func (r *Registry) pickPlatform(ctx context.Context, repo string, index ManifestRecord, platform string) (ManifestRecord, error) {
@@ -396,10 +335,10 @@ func (r *Registry) pickPlatform(ctx context.Context, repo string, index Manifest
 }
 
 func (r *Registry) resolveImage(ctx context.Context, repo string, rec ManifestRecord) (*resolvedImage, error) {
-	key := repo + "\x00" + rec.Digest.String()
-	gen := r.cache.generation(repo)
-	if v, ok := r.images.Load(key); ok && v.(imageEntry).gen == gen {
-		return v.(imageEntry).img, nil
+	key := refKey{repo, rec.Digest.String()}
+	gen := r.c.gens.get(repo)
+	if e, ok := r.c.images.Get(key); ok && e.gen == gen {
+		return e.v, nil
 	}
 	m, err := oci.ParseManifest(rec.MediaType, rec.Payload, rec.Digest.Algorithm())
 	if err != nil {
@@ -426,17 +365,9 @@ func (r *Registry) resolveImage(ctx context.Context, repo string, rec ManifestRe
 		img.blobs = append(img.blobs, resolvedBlob{info: info, mediaType: d.MediaType, kind: kind})
 		img.total += info.Size
 	}
-	if n := r.imageN.Add(1); n > int64(r.opts.ManifestCacheEntries) {
-		r.images.Clear()
-		r.imageN.Store(0)
-	}
-	r.images.Store(key, imageEntry{gen: gen, img: img})
+	key.repo = strings.Clone(repo) // the digest is the stored manifest's
+	r.c.images.Put(key, cached[*resolvedImage]{gen, img})
 	return img, nil
-}
-
-type imageEntry struct {
-	gen uint64
-	img *resolvedImage
 }
 
 // OpenStoredBlob opens a blob by digest alone, whatever repository holds

@@ -221,6 +221,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	rw.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if len(r.Host) > MaxHostBytes {
+		// The Host is reflected into URLs (upload locations, the batch
+		// endpoint's, the token realm) and so into caches: refused here.
+		s.writeError(rw, r, oci.Errorf(oci.CodeUnsupported, "the Host header exceeds %d bytes", MaxHostBytes).WithStatus(http.StatusBadRequest))
+		return
+	}
 	if !strings.HasPrefix(r.URL.Path, "/v2") {
 		// /v2/ requests arm their deadlines once routed (serveV2).
 		route := RouteNone
@@ -244,6 +250,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mux.ServeHTTP(rw, r)
 }
+
+// MaxHostBytes is the longest Host a request may name: a DNS name (at
+// most 253 bytes) and a port.
+const MaxHostBytes = 261
 
 type infoKey struct{}
 

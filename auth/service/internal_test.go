@@ -70,7 +70,7 @@ func TestCacheBoundedAndExpiring(t *testing.T) {
 	const budget = 64 << 10
 	c := newCredCache(budget)
 	// Tokens with large access claims: the bytes they hold are what counts.
-	big := principal{id: auth.Identity{Access: make([]auth.Access, 100)}, bearer: true}
+	big := principal{id: auth.Identity{Access: make([]auth.Access, 100), Token: true}}
 	for i := range big.id.Access {
 		big.id.Access[i] = auth.Access{Type: "repository", Name: fmt.Sprintf("public/r%05d", i), Actions: []string{"pull"}}
 	}

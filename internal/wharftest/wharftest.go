@@ -135,8 +135,8 @@ func Start(t testing.TB, opts ...Options) *Registry {
 		if ro.MaxManifestReferences != 0 {
 			r.MaxManifestReferences = ro.MaxManifestReferences
 		}
-		if ro.ManifestCacheEntries != 0 {
-			r.ManifestCacheEntries = ro.ManifestCacheEntries
+		if ro.CacheMaxBytes != 0 {
+			r.CacheMaxBytes = ro.CacheMaxBytes
 		}
 	}
 	a, err := app.New(context.Background(), cfg, ao)
