@@ -312,7 +312,7 @@ func Load(path string, environ []string) (Config, error) {
 		}
 	})
 	for k := range env {
-		if !known[k] && !ignoredEnv[k] {
+		if !known[k] && !toolingEnv(k) {
 			errs = append(errs, fmt.Errorf("%s: no such setting", k))
 		}
 	}
@@ -323,8 +323,19 @@ func Load(path string, environ []string) (Config, error) {
 	return c, c.Validate()
 }
 
-// ignoredEnv are WHARF_ variables that are not settings (used by tests).
-var ignoredEnv = map[string]bool{"WHARF_REQUIRE_SERVERS": true, "WHARF_CACHE": true, "WHARF_ARTIFACTS": true, "WHARF_MINIO_BIN": true}
+// toolingEnv reports WHARF_ variables that are not settings but belong to
+// Wharf's scripts and tests (scripts/test.sh exports them to every test,
+// and tests start the binary): the binaries of test servers (*_BIN), the
+// WHARF_TEST_ family, and the few the scripts document. Any other WHARF_
+// variable that names no setting is refused: it is a typo.
+func toolingEnv(name string) bool {
+	switch name {
+	case "WHARF_REQUIRE_SERVERS", "WHARF_CACHE", "WHARF_ARTIFACTS", "WHARF_FUZZTIME", "WHARF_SOAK",
+		"WHARF_SKIP_CONFORMANCE", "WHARF_KEEP_TMP":
+		return true
+	}
+	return strings.HasSuffix(name, "_BIN") || strings.HasPrefix(name, "WHARF_TEST_")
+}
 
 // Validate checks values that cannot be checked by type alone.
 func (c Config) Validate() error {
