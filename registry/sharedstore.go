@@ -1,3 +1,7 @@
+// This file holds what the core needs of a metadata store that replicas
+// share: news of the other replicas' writes, and the touch that keeps a
+// blob away from garbage collection while it is being written.
+
 package registry
 
 import (
@@ -8,7 +12,7 @@ import (
 
 // ChangeFeed is implemented by metadata stores that several replicas share
 // and that can tell each replica what the others wrote (PostgreSQL's
-// LISTEN/NOTIFY). cmd/wharf runs WatchRepos with Registry.Invalidate, so
+// LISTEN/NOTIFY). package app runs WatchRepos with Registry.Invalidate, so
 // a tag moved through one replica is served by every replica at once.
 type ChangeFeed interface {
 	// WatchRepos calls changed with the name of every repository whose
