@@ -1,5 +1,6 @@
-// Command wharf is the Wharf registry and its client tools. It is the one
-// place where concrete stores, signers and authorizers are wired together.
+// Command wharf is the Wharf registry and its client tools: flags,
+// configuration loading and signals around package app, which wires the
+// registry together, and the client library.
 package main
 
 import (
