@@ -2,13 +2,16 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/wharf-registry/wharf/config"
+	"github.com/wharf-registry/wharf/internal/pgtest"
 )
 
 // perReplicaWarnings returns the settings warned about as per replica in
@@ -67,6 +70,44 @@ func TestPerReplicaFileWarnings(t *testing.T) {
 			warnPerReplicaFiles(cfg, slog.New(slog.NewJSONHandler(&buf, nil)))
 			if got := perReplicaWarnings(t, buf.Bytes()); !slices.Equal(got, tc.want) {
 				t.Fatalf("warned about %v, want %v\n%s", got, tc.want, buf.String())
+			}
+		})
+	}
+}
+
+// TestNewWarnsPerReplicaFiles: building the registry logs the warnings
+// on PostgreSQL, and not on SQLite.
+func TestNewWarnsPerReplicaFiles(t *testing.T) {
+	pg, err := pgtest.Start()
+	if errors.Is(err, pgtest.ErrNoBinaries) && !pgtest.Required() {
+		t.Skip(err.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	_, dsn, err := pg.CreateDatabase(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, driver := range []string{"postgres", "sqlite"} {
+		t.Run(driver, func(t *testing.T) {
+			cfg := config.Default()
+			cfg.DataDir, cfg.Addr = t.TempDir(), "127.0.0.1:0"
+			cfg.Auth.Mode = "token"
+			cfg.Metadata.Driver, cfg.Metadata.Postgres.DSN = driver, dsn
+			var logs bytes.Buffer
+			a, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.Close()
+			var want []string
+			if driver == "postgres" {
+				want = []string{"auth.htpasswd", "auth.token.key_file", "signing.keys_file"}
+			}
+			if got := perReplicaWarnings(t, logs.Bytes()); !slices.Equal(got, want) {
+				t.Fatalf("New on %s warned about %v, want %v\n%s", driver, got, want, logs.String())
 			}
 		})
 	}
