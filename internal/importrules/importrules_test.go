@@ -28,7 +28,9 @@ type rule struct {
 
 var rules = []rule{
 	{dir: "oci", allowed: []string{}},
-	{dir: "registry", allowed: []string{"oci"}},
+	// The one cache is a leaf utility any layer may use.
+	{dir: "internal/cache", allowed: []string{}},
+	{dir: "registry", allowed: []string{"oci", "internal/cache"}},
 	// The metadata stores implement gc.Store in gc's types.
 	{dir: "metadata", forbidden: []string{"server", "auth", "client", "cmd", "config"}},
 	{dir: "blobstore", forbidden: []string{"server", "auth", "client", "cmd", "metadata", "gc", "config"}},
