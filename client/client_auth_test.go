@@ -110,7 +110,7 @@ func writeAuths(t *testing.T, path, host, user, pass string) {
 }
 
 // Credentials from a Docker config file ($DOCKER_CONFIG/config.json),
-// in both auth modes; and the order the README documents: podman's
+// in both auth modes; and the order docs/client.md documents: podman's
 // $REGISTRY_AUTH_FILE is read only when no Docker config exists.
 func TestPullWithDockerConfig(t *testing.T) {
 	for _, mode := range []service.Mode{service.ModeBasic, service.ModeToken} {

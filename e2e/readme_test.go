@@ -3,7 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
-	"regexp"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,54 +15,87 @@ import (
 	"github.com/wharf-registry/wharf/internal/wharftest"
 )
 
-// readmeScript returns the ```sh blocks of one README section, joined.
-func readmeScript(t *testing.T, heading string) string {
+// docScript returns the ```sh blocks of one section of a Markdown page (a
+// path from the repository root), joined: the section runs from its heading,
+// at any level, to the next heading of the same or a higher level. Fences
+// are tracked, so a "# comment" inside a shell block is not a heading.
+func docScript(t *testing.T, page, heading string) string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	doc, err := os.ReadFile(filepath.Join("..", page))
 	if err != nil {
 		t.Fatal(err)
 	}
-	section := string(readme)
-	start := strings.Index(section, "\n## "+heading+"\n")
-	if start < 0 {
-		t.Fatalf("README has no %q section", heading)
-	}
-	section = section[start+1:]
-	if end := strings.Index(section[3:], "\n## "); end >= 0 {
-		section = section[:end+3]
-	}
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(section, -1)
-	if len(blocks) == 0 {
-		t.Fatalf("no sh blocks in README section %q", heading)
-	}
 	var script strings.Builder
 	script.WriteString("set -euo pipefail\n")
-	for _, b := range blocks {
-		script.WriteString(b[1])
+	level, blocks := 0, 0 // level: the section's heading level once found
+	var fence string      // the open fence's info string ("sh", "json", ...)
+	inFence := false
+	for _, line := range strings.SplitAfter(string(doc), "\n") {
+		trimmed := strings.TrimRight(line, "\n")
+		if strings.HasPrefix(trimmed, "```") {
+			if inFence {
+				inFence = false
+				if fence == "sh" && level > 0 {
+					blocks++
+				}
+			} else {
+				inFence, fence = true, strings.TrimPrefix(trimmed, "```")
+			}
+			continue
+		}
+		if inFence {
+			if fence == "sh" && level > 0 {
+				script.WriteString(line)
+			}
+			continue
+		}
+		if n := headingLevel(trimmed); n > 0 {
+			if level > 0 && n <= level {
+				break
+			}
+			if level == 0 && strings.TrimSpace(trimmed[n:]) == heading {
+				level = n
+			}
+		}
+	}
+	if level == 0 {
+		t.Fatalf("%s has no %q section", page, heading)
+	}
+	if blocks == 0 {
+		t.Fatalf("no sh blocks in section %q of %s", heading, page)
 	}
 	return script.String()
+}
+
+// headingLevel is the level of an ATX heading line ("## x" is 2), or 0.
+func headingLevel(line string) int {
+	n := len(line) - len(strings.TrimLeft(line, "#"))
+	if n == 0 || n > 6 || len(line) == n || line[n] != ' ' {
+		return 0
+	}
+	return n
 }
 
 func runScript(t *testing.T, script, registryURL string) string {
 	t.Helper()
 	if _, err := exec.LookPath("curl"); err != nil {
-		t.Fatal("curl is needed to run the README examples")
+		t.Fatal("curl is needed to run the documentation's examples")
 	}
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "REGISTRY="+registryURL)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("README examples failed: %v\n%s", err, out)
+		t.Fatalf("documentation examples failed: %v\n%s", err, out)
 	}
 	return string(out)
 }
 
-// TestReadmeExamples runs the shell examples of the README's "Using it by
-// hand" section against a real registry, so the README stays true.
+// TestReadmeExamples runs the shell examples of the README's five-minute
+// tour against a real registry, so the README stays true.
 func TestReadmeExamples(t *testing.T) {
 	reg := wharftest.Start(t)
-	out := runScript(t, readmeScript(t, "Using it by hand"), reg.URL)
+	out := runScript(t, docScript(t, "README.md", "A five-minute tour"), reg.URL)
 	for _, want := range []string{
 		"blob: HTTP 201", "config: HTTP 201", "manifest: HTTP 201",
 		`{"name":"demo/app","tags":["v1"]}`, "hello, wharf",
@@ -78,8 +111,9 @@ func TestReadmeExamples(t *testing.T) {
 	}
 }
 
-// TestReadmeBatchExamples runs the batch-endpoint examples: every blob of a
-// pushed image downloads through its signed URL with curl alone.
+// TestReadmeBatchExamples runs the batch-endpoint examples of
+// docs/signed-urls.md: every blob of a pushed image downloads through its
+// signed URL with curl alone.
 func TestReadmeBatchExamples(t *testing.T) {
 	reg := wharftest.Start(t)
 	img, err := random.Image(2048, 3)
@@ -93,7 +127,7 @@ func TestReadmeBatchExamples(t *testing.T) {
 	if err := remote.Write(ref, img); err != nil {
 		t.Fatal(err)
 	}
-	out := runScript(t, readmeScript(t, "Signed blob URLs and the batch endpoint"), reg.URL)
+	out := runScript(t, docScript(t, "docs/signed-urls.md", "Signed blob URLs and the batch endpoint"), reg.URL)
 	mf, _ := img.Manifest()
 	for _, desc := range append([]v1.Descriptor{mf.Config}, mf.Layers...) {
 		if d := desc.Digest.String(); !strings.Contains(out, "downloaded "+d+"\n") {

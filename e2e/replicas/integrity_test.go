@@ -149,7 +149,7 @@ func verifyStoredBlobs(t *testing.T, root string) {
 // working on every replica the moment the blob's last link is deleted on
 // any one (every download reads the shared database). S3 pre-signed URLs
 // cannot be revoked that way: they end when they expire or GC deletes
-// the object (README, "What a signed URL protects").
+// the object (docs/signed-urls.md, "What ends a signed URL").
 func testRevokeAcrossReplicas(t *testing.T, c *cluster) {
 	A, B := "http://"+c.a.addr, "http://"+c.b.addr
 	pushImage(t, A, "revoke/app", "v1", "revoked across replicas")

@@ -2,7 +2,7 @@
 // processes (the built binary) over one PostgreSQL and one blob store,
 // behind HAProxy on loopback, round robin. It runs twice: over a shared
 // blob directory, and over MinIO with S3 pre-signed redirects (the shape
-// the README's scale-out guide deploys). scripts/replicas.sh runs it with
+// docs/scale-out.md deploys). scripts/replicas.sh runs it with
 // the OCI conformance suite through the load balancer.
 package replicas
 
@@ -221,7 +221,7 @@ func startWith(t *testing.T, storage string, o options) *cluster {
 	c.b = startReplica(t, bin, "b", dsn, shared, env)
 	lbPort := freePort(t)
 	// When no replica can answer, HAProxy does, with an OCI error body
-	// like a replica's (README, scale-out).
+	// like a replica's (docs/scale-out.md).
 	var errorfiles strings.Builder
 	for code, reason := range map[int]string{502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"} {
 		f := filepath.Join(dir, fmt.Sprintf("%d.http", code))

@@ -25,7 +25,7 @@ import (
 )
 
 // TestSoak runs mixed push, pull, tag, delete and GC through two replicas
-// behind HAProxy (health check /readyz, as the README deploys it) while it
+// behind HAProxy (health check /readyz, as docs/scale-out.md deploys it) while it
 // injects faults: kill -9 of a replica, a PostgreSQL restart, a MinIO
 // restart (S3) or a full disk (filesystem, a 64 MiB tmpfs). Then every
 // acknowledged write must read back and verify, nothing half-written may
