@@ -336,6 +336,13 @@ auth:
         repos: ["conformance/**"]
         actions: [pull, push, delete]
 EOF
+	# A token grants its access claim and nothing more: the suite asks for a
+	# token for the destination only, which does not cover the repository a
+	# mount (with from= or automatic) would take the blob from, so Wharf
+	# starts an ordinary upload (202, as the spec allows) and the suite counts
+	# the two mount checks as skipped. Those skips are the security rule
+	# working (docs/security.md); any other skip fails the run.
+	CONFORMANCE_EXPECTED_SKIPS="blobs/mount/blob-mount|blobs/mount anonymous/blob-mount-anonymous" \
 	OCI_USERNAME=conformance OCI_PASSWORD=conformance-password CONFORMANCE_EXTRA_SERVE_ARGS="--config $dir/wharf.yaml" \
 		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/auth" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_AUTH_LOG" || rc=$?
