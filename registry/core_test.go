@@ -96,6 +96,10 @@ func TestPutManifestValidation(t *testing.T) {
 			payload: func(f fixture) []byte { return imageManifest(f.cfg, f.layer, f.layer) }},
 		{name: "digest reference that does not match", ref: digest.FromString("other").String(), contentType: oci.MediaTypeOCIManifest, want: oci.CodeDigestInvalid,
 			payload: func(f fixture) []byte { return imageManifest(f.cfg, f.layer) }},
+		{name: "extra tag that is invalid", ref: "", contentType: oci.MediaTypeOCIManifest, tags: []string{"ok", "-bad"}, want: oci.CodeTagInvalid,
+			payload: func(f fixture) []byte { return imageManifest(f.cfg, f.layer) }},
+		{name: "tag reference that is invalid", ref: "!bad", contentType: oci.MediaTypeOCIManifest, want: oci.CodeTagInvalid,
+			payload: func(f fixture) []byte { return imageManifest(f.cfg, f.layer) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,6 +316,14 @@ func TestTagMoves(t *testing.T) {
 		}, want: oci.CodeManifestBlobUnknown, tags: []string{"v1"}, at: map[string]func(state) digest.Digest{
 			"v1": func(s state) digest.Digest { return s.one.Digest },
 		}},
+		{name: "invalid tag", steps: func(e *env, s state) error {
+			_, err := e.reg.PutManifest(e.ctx, repo, oci.Reference{Tag: "a/b"}, oci.MediaTypeOCIManifest, s.one.Data)
+			return err
+		}, want: oci.CodeTagInvalid, tags: []string{}},
+		{name: "tag too long", steps: func(e *env, s state) error {
+			_, err := e.reg.PutManifest(e.ctx, repo, oci.Reference{Tag: strings.Repeat("t", oci.MaxTagLength+1)}, oci.MediaTypeOCIManifest, s.one.Data)
+			return err
+		}, want: oci.CodeTagInvalid, tags: []string{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

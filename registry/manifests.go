@@ -19,6 +19,18 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	if int64(len(payload)) > r.opts.MaxManifestBytes {
 		return nil, manifestTooLarge(r.opts.MaxManifestBytes)
 	}
+	// The store keeps any string as a tag; the grammar is checked here, so
+	// no caller of the core can store a tag no client could ever name.
+	if !ref.IsDigest() {
+		if err := oci.ValidateTag(ref.Tag); err != nil {
+			return nil, err
+		}
+	}
+	for _, tag := range tags {
+		if err := oci.ValidateTag(tag); err != nil {
+			return nil, err
+		}
+	}
 	alg := digest.Canonical
 	if ref.IsDigest() {
 		alg = ref.Digest.Algorithm()
