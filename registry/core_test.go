@@ -139,6 +139,26 @@ func TestPutManifestValidation(t *testing.T) {
 	}
 }
 
+// TestIndexReferenceLimit: an index has no config, so its children alone
+// count against the limit (an index of exactly the limit is accepted).
+func TestIndexReferenceLimit(t *testing.T) {
+	const repo = "team/app"
+	for _, tc := range []struct {
+		children int
+		want     oci.Code
+	}{{2, ""}, {3, ""}, {4, oci.CodeManifestInvalid}} {
+		t.Run(fmt.Sprint(tc.children), func(t *testing.T) {
+			e := newEnv(t, registry.Options{MaxManifestReferences: 3}, false)
+			var kids []oci.Descriptor
+			for i := range tc.children {
+				kids = append(kids, e.push(repo, fmt.Sprint("c", i), e.image(repo, fmt.Sprint("child", i), 0)))
+			}
+			_, err := e.reg.PutManifest(e.ctx, repo, oci.Reference{Tag: "multi"}, oci.MediaTypeOCIIndex, index(kids...))
+			wantCode(t, "put index", err, tc.want)
+		})
+	}
+}
+
 // TestManifestReferences: every blob and child a manifest names must be in
 // the repository itself; the answer lists what is missing.
 func TestManifestReferences(t *testing.T) {

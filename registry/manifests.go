@@ -42,7 +42,11 @@ func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Referen
 	if ref.IsDigest() && m.Digest != ref.Digest {
 		return nil, oci.Errorf(oci.CodeDigestInvalid, "manifest has digest %s, not %s", m.Digest, ref.Digest)
 	}
-	if n := len(m.Layers) + len(m.Manifests) + 1; n > r.opts.MaxManifestReferences {
+	n := len(m.Layers) + len(m.Manifests)
+	if m.Config != nil { // an index has none
+		n++
+	}
+	if n > r.opts.MaxManifestReferences {
 		// Checked before the store is asked: each reference costs a lookup.
 		return nil, oci.Errorf(oci.CodeManifestInvalid, "manifest has %d references, over the limit of %d", n, r.opts.MaxManifestReferences).
 			WithDetail(map[string]int{"references": n, "limit": r.opts.MaxManifestReferences})
