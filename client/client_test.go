@@ -20,21 +20,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/wharf-registry/wharf/client"
+	"github.com/wharf-registry/wharf/internal/fakeclock"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/registry"
 )
 
 // clock is the injectable time source shared by the registry and (in some
 // tests) the client.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 func push(t *testing.T, host, repoTag string, layerSize int64, layers int) v1.Image {
 	t.Helper()
@@ -216,7 +208,7 @@ func TestPullUsesOneFrontendRequest(t *testing.T) {
 
 // throttle makes signed downloads slow in the registry's time: every
 // byte written advances the clock by 1/rate seconds.
-func throttle(clk *clock, bytesPerSecond float64) func(*http.Request, http.ResponseWriter, int64, []byte) []byte {
+func throttle(clk *fakeclock.Clock, bytesPerSecond float64) func(*http.Request, http.ResponseWriter, int64, []byte) []byte {
 	return func(_ *http.Request, _ http.ResponseWriter, _ int64, b []byte) []byte {
 		clk.Advance(time.Duration(float64(len(b)) / bytesPerSecond * float64(time.Second)))
 		return b
@@ -229,7 +221,7 @@ func throttle(clk *clock, bytesPerSecond float64) func(*http.Request, http.Respo
 func TestExpiryScenario(t *testing.T) {
 	const layerSize = 64 << 10
 	run := func(t *testing.T, disable bool) (client.Stats, v1.Image, string, error) {
-		clk := newClock()
+		clk := fakeclock.New()
 		r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}, Redirect: true})
 		m := &meter{}
 		fr := front(t, r, m.wrap)
@@ -265,7 +257,7 @@ func TestExpiryScenario(t *testing.T) {
 // discovered by a 403, after which the client gets fresh URLs and goes on.
 func TestExpiredURLRefusedThenReResolved(t *testing.T) {
 	const layerSize = 32 << 10
-	clk := newClock()
+	clk := fakeclock.New()
 	r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}})
 	m := &meter{}
 	fr := front(t, r, m.wrap)
@@ -290,7 +282,7 @@ func TestExpiredURLRefusedThenReResolved(t *testing.T) {
 // every byte is served once.
 func TestResumeAfterConnectionCut(t *testing.T) {
 	const layerSize = 256 << 10
-	clk := newClock()
+	clk := fakeclock.New()
 	r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}})
 	m := &meter{}
 	fr := front(t, r, m.wrap)

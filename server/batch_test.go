@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,20 +24,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/fakeclock"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/registry"
 )
 
-// clock is an injectable time source.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Now().UnixNano())
-	return c
-}
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func ref(t *testing.T, r *wharftest.Registry, s string) name.Reference {
 	t.Helper()
 	n, err := name.ParseReference(r.Host+"/"+s, name.Insecure)
@@ -107,7 +97,7 @@ func errorCode(t *testing.T, body []byte) string {
 }
 
 func TestBatchEndpoint(t *testing.T) {
-	clk := newClock()
+	clk := fakeclock.New()
 	r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}})
 	img := pushImage(t, r, "batch/app:v1", 15)
 	mf, _ := img.Manifest()

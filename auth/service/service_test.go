@@ -23,7 +23,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +39,7 @@ import (
 	"github.com/wharf-registry/wharf/auth/htpasswd"
 	"github.com/wharf-registry/wharf/auth/service"
 	"github.com/wharf-registry/wharf/auth/token"
+	"github.com/wharf-registry/wharf/internal/fakeclock"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/server"
 )
@@ -57,16 +57,10 @@ var policySpec = auth.PolicySpec{
 	},
 }
 
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock                   { c := &clock{}; c.ns.Store(time.Now().UnixNano()); return c }
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 type fixture struct {
 	reg   *wharftest.Registry
 	svc   *service.Service
-	clock *clock
+	clock *fakeclock.Clock
 	logs  *wharftest.LogBuffer
 	mode  service.Mode
 	// htpasswd is the users file.
@@ -104,7 +98,7 @@ func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fx := &fixture{clock: newClock(), logs: &wharftest.LogBuffer{}, mode: mode, htpasswd: hp}
+	fx := &fixture{clock: fakeclock.New(), logs: &wharftest.LogBuffer{}, mode: mode, htpasswd: hp}
 	o := service.Options{
 		Mode: mode, Htpasswd: hp, Policy: policy, Service: "wharf-test",
 		// Wrapped as `wharf serve` wraps its logger: request_id is added

@@ -22,10 +22,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/wharf-registry/wharf/internal/freeport"
 )
 
 // Flag groups: a command registers the groups it uses.
@@ -253,17 +254,8 @@ func (s sizeFlag) Set(v string) (err error) {
 	return err
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func printFreePort() error {
-	p, err := freePort()
+	p, err := freeport.Port()
 	if err == nil {
 		fmt.Println(p)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 )
 
@@ -171,7 +172,7 @@ func (b *s3Bench) startWharf(ctx context.Context, name string, redirect bool) (*
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := freeport.Port()
 	if err != nil {
 		return nil, err
 	}

@@ -15,28 +15,19 @@ import (
 	"time"
 
 	"github.com/wharf-registry/wharf/config"
+	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // startServe runs serve in-process with short timeouts until the test ends.
 func startServe(t *testing.T, edit func(*config.Config)) (addr, maddr string, stop func()) {
 	t.Helper()
 	cfg := config.Default()
-	cfg.Addr, cfg.DataDir = freeAddr(t), t.TempDir()
+	cfg.Addr, cfg.DataDir = freeport.MustAddr(t), t.TempDir()
 	cfg.Log.Format = "json"
 	cfg.Log.Level = "warn"
-	cfg.Metrics.Addr, cfg.Metrics.Pprof = freeAddr(t), true
+	cfg.Metrics.Addr, cfg.Metrics.Pprof = freeport.MustAddr(t), true
 	cfg.HTTP.ReadHeaderTimeout = 500 * time.Millisecond
 	cfg.HTTP.TransferIdleTimeout = 500 * time.Millisecond
 	cfg.HTTP.RequestTimeout = 2 * time.Second

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
 )
@@ -63,16 +63,6 @@ type options struct {
 	env []string
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	wd, _ := os.Getwd()
@@ -104,7 +94,7 @@ func waitUp(t *testing.T, base string, done chan struct{}, what string) {
 
 func startReplica(t *testing.T, bin, name, dsn, shared string, storageEnv []string) *replica {
 	t.Helper()
-	r := &replica{name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), log: filepath.Join(t.TempDir(), name+".log")}
+	r := &replica{name: name, addr: fmt.Sprintf("127.0.0.1:%d", freeport.MustPort(t)), log: filepath.Join(t.TempDir(), name+".log")}
 	r.args = []string{bin, "serve", "--addr", r.addr, "--data-dir", filepath.Join(shared, "unused-"+name)}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "WHARF_") { // the test's own settings are not the server's
@@ -219,7 +209,7 @@ func startWith(t *testing.T, storage string, o options) *cluster {
 	// agree on one signing key (atomic creation).
 	c.a = startReplica(t, bin, "a", dsn, shared, env)
 	c.b = startReplica(t, bin, "b", dsn, shared, env)
-	lbPort := freePort(t)
+	lbPort := freeport.MustPort(t)
 	// When no replica can answer, HAProxy does, with an OCI error body
 	// like a replica's (docs/scale-out.md).
 	var errorfiles strings.Builder

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -32,6 +31,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/wharf-registry/wharf/internal/freeport"
 )
 
 // Version is the MinIO module version scripts/lib.sh installs (keep the
@@ -177,15 +178,6 @@ func randomString(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Run starts MinIO from bin over dir (outside of tests: the helper
 // command and benchmarks). Call Stop when done.
 func Run(ctx context.Context, bin, dir string) (*Server, error) {
@@ -234,7 +226,7 @@ func (s *Server) launch(ctx context.Context, health string, nports int, build fu
 	for range 5 {
 		ports := make([]int, nports)
 		for i := range ports {
-			p, err := freePort()
+			p, err := freeport.Port()
 			if err != nil {
 				return nil, err
 			}

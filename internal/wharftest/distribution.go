@@ -2,7 +2,6 @@ package wharftest
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wharf-registry/wharf/internal/freeport"
 )
 
 // DistributionBin is Debian's CNCF Distribution 2.8 (package docker-registry).
@@ -46,12 +47,7 @@ func StartDistribution(t testing.TB) *Distribution {
 	var cmd *exec.Cmd
 	var host string
 	for attempt := 0; attempt < 5; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		host = l.Addr().String()
-		l.Close()
+		host = freeport.MustAddr(t)
 		cfg := fmt.Sprintf(`version: 0.1
 log:
   level: error
