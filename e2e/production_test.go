@@ -234,20 +234,9 @@ func TestMetricsRouteLabelsBounded(t *testing.T) {
 // waitReady polls /readyz (bounded) until it answers want.
 func waitReady(t *testing.T, base string, want int) {
 	t.Helper()
-	var last int
-	for i := 0; i < 50; i++ {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if last = resp.StatusCode; last == want {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if last, ok := wharftest.WaitStatus(base+"/readyz", want, 5*time.Second); !ok {
+		t.Fatalf("/readyz answered %d for 5s, want %d", last, want)
 	}
-	t.Fatalf("/readyz answered %d for 5s, want %d", last, want)
 }
 
 func TestReadyzEmbeddedStores(t *testing.T) {

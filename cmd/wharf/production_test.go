@@ -18,6 +18,7 @@ import (
 	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
+	"github.com/wharf-registry/wharf/internal/wharftest"
 )
 
 // startServe runs serve in-process with short timeouts until the test ends.
@@ -222,20 +223,9 @@ func TestRequestIDKeptFromTrustedProxy(t *testing.T) {
 // readyz polls /readyz (bounded) until it answers want.
 func readyz(t *testing.T, base string, want int, what string) {
 	t.Helper()
-	var last int
-	for i := 0; i < 100; i++ {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if last = resp.StatusCode; last == want {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if last, ok := wharftest.WaitStatus(base+"/readyz", want, 10*time.Second); !ok {
+		t.Fatalf("%s: /readyz answered %d for 10s, want %d", what, last, want)
 	}
-	t.Fatalf("%s: /readyz answered %d for 10s, want %d", what, last, want)
 }
 
 // childrenOf lists the processes whose parent is pid (from /proc).

@@ -2,6 +2,7 @@ package wharftest
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -71,7 +72,7 @@ http:
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		if waitUp("http://"+host+"/v2/", 10*time.Second) {
+		if _, up := WaitStatus("http://"+host+"/v2/", http.StatusOK, 10*time.Second); up {
 			t.Cleanup(func() {
 				_ = cmd.Process.Kill()
 				_ = cmd.Wait()
@@ -86,17 +87,22 @@ http:
 	return nil
 }
 
-func waitUp(url string, d time.Duration) bool {
+// WaitStatus polls url until it answers want or d has passed, and
+// returns the last status it saw (0: no answer at all).
+func WaitStatus(url string, want int, d time.Duration) (last int, ok bool) {
 	deadline := time.Now().Add(d)
 	c := &http.Client{Timeout: time.Second}
-	for time.Now().Before(deadline) {
+	for {
 		if resp, err := c.Get(url); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
+			if last = resp.StatusCode; last == want {
+				return last, true
 			}
+		}
+		if time.Now().After(deadline) {
+			return last, false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return false
 }
