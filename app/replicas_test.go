@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -78,18 +78,7 @@ func TestPerReplicaFileWarnings(t *testing.T) {
 // TestNewWarnsPerReplicaFiles: building the registry logs the warnings
 // on PostgreSQL, and not on SQLite.
 func TestNewWarnsPerReplicaFiles(t *testing.T) {
-	pg, err := pgtest.Start()
-	if errors.Is(err, pgtest.ErrNoBinaries) && !pgtest.Required() {
-		t.Skip(err.Error())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Stop)
-	_, dsn, err := pg.CreateDatabase(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	dsn := pgtest.DSN(t)
 	for _, driver := range []string{"postgres", "sqlite"} {
 		t.Run(driver, func(t *testing.T) {
 			cfg := config.Default()
@@ -112,3 +101,6 @@ func TestNewWarnsPerReplicaFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestMain stops the shared PostgreSQL cluster the tests start.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }

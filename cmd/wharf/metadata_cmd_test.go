@@ -70,19 +70,7 @@ func metaBackends(t *testing.T, extra string) []metaBackend {
 // unless WHARF_REQUIRE_SERVERS=1) and returns the DSN of a new database.
 func newPGDatabase(t *testing.T) string {
 	t.Helper()
-	pg, err := pgtest.Start()
-	if errors.Is(err, pgtest.ErrNoBinaries) && !pgtest.Required() {
-		t.Skip(err.Error())
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Stop)
-	_, dsn, err := pg.CreateDatabase(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dsn
+	return pgtest.DSN(t)
 }
 
 func writeConfig(t *testing.T, dir, body string) string {
@@ -464,3 +452,6 @@ func TestMigrateQueuesExistingGarbage(t *testing.T) {
 		})
 	}
 }
+
+// TestMain stops the shared PostgreSQL cluster the tests start.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
