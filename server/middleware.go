@@ -230,15 +230,8 @@ func (s *Server) tooMany(w http.ResponseWriter, r *http.Request, reason string, 
 // request; it reports false when it has answered 429. release must be
 // called when the request ends.
 func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user string) (release func(), ok bool) {
-	if s.limiter != nil {
-		if action := limitAction(m.Route, r.Method); action != "" {
-			if ok, after := s.limiter.Allow(action, callerKey(r, user)); !ok {
-				s.tooMany(w, r, "rate", after, action+" rate limit exceeded; retry later")
-				return nil, false
-			}
-		}
-	}
-	if isUploadBody(m.Route, r.Method) {
+	upload, client := isUploadBody(m.Route, r.Method), callerKey(r, user)
+	if upload {
 		// Refused here, the body goes unread: close the connection after
 		// the answer instead of draining it first (net/http would read up
 		// to 256 KiB of a slow body before answering at all).
@@ -248,6 +241,16 @@ func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user 
 				w.Header().Del("Connection")
 			}
 		}()
+	}
+	if s.limiter != nil {
+		if action := limitAction(m.Route, r.Method); action != "" {
+			if ok, after := s.limiter.Allow(action, client); !ok {
+				s.tooMany(w, r, "rate", after, action+" rate limit exceeded; retry later")
+				return nil, false
+			}
+		}
+	}
+	if upload {
 		if s.maxUploadBody > 0 {
 			if r.ContentLength > s.maxUploadBody {
 				s.writeError(w, r, oci.Errorf(oci.CodeSizeInvalid, "request body over %d bytes", s.maxUploadBody).WithStatus(http.StatusRequestEntityTooLarge))
@@ -255,7 +258,6 @@ func (s *Server) throttle(w http.ResponseWriter, r *http.Request, m Match, user 
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, s.maxUploadBody)
 		}
-		client := callerKey(r, user)
 		if !s.perClient.acquire(client) {
 			s.tooMany(w, r, "uploads", time.Second, "too many uploads in progress from this client; retry later")
 			return nil, false
