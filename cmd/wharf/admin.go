@@ -6,29 +6,50 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/wharf-registry/wharf/app"
 	"github.com/wharf-registry/wharf/config"
-	"github.com/wharf-registry/wharf/gc"
 )
 
-// loadConfig reads --config and the environment, for the commands that
-// are not serve.
-func loadConfig(configFile, dataDir string, dataDirSet bool) (config.Config, error) {
-	cfg, err := config.Load(configFile, os.Environ())
-	if err != nil {
-		return cfg, err
+// configFlags are --config and the flags that override a setting (such as
+// --data-dir for WHARF_DATA_DIR), shared by every command that opens the
+// registry's files. A flag is the last environment variable read, so
+// config.Load validates its value with the rest.
+type configFlags struct {
+	file string
+	env  map[string]string // flag name → environment variable
+}
+
+func (c *configFlags) add(cmd *cobra.Command, dataDirDefault string) {
+	cmd.PersistentFlags().StringVarP(&c.file, "config", "c", "", "YAML configuration file")
+	c.setting(cmd.PersistentFlags(), "data-dir", "WHARF_DATA_DIR", dataDirDefault, "data directory")
+}
+
+// setting adds a flag that overrides the setting of environment variable env.
+func (c *configFlags) setting(f *pflag.FlagSet, name, env, value, usage string) {
+	if c.env == nil {
+		c.env = map[string]string{}
 	}
-	if dataDirSet {
-		cfg.DataDir = dataDir
-	}
-	return cfg, nil
+	f.String(name, value, usage+" ("+env+")")
+	c.env[name] = env
+}
+
+// load reads the defaults, --config, the environment, then the flags set.
+func (c *configFlags) load(cmd *cobra.Command) (config.Config, error) {
+	environ := os.Environ()
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if env, ok := c.env[f.Name]; ok {
+			environ = append(environ, env+"="+f.Value.String())
+		}
+	})
+	return config.Load(c.file, environ)
 }
 
 func newMigrateCmd() *cobra.Command {
 	var (
-		configFile, dataDir string
-		dry                 bool
+		cf  configFlags
+		dry bool
 	)
 	cmd := &cobra.Command{
 		Use:   "migrate",
@@ -38,12 +59,11 @@ on start, under a lock so that replicas starting together migrate once).
 With --dry-run, list the pending migrations and change nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(configFile, dataDir, cmd.Flags().Changed("data-dir"))
+			cfg, err := cf.load(cmd)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			pending, err := app.PendingMigrations(ctx, cfg)
+			pending, err := app.Migrate(cmd.Context(), cfg, app.NewLogger(cfg.Log, os.Stderr), dry)
 			if err != nil {
 				return err
 			}
@@ -52,38 +72,26 @@ With --dry-run, list the pending migrations and change nothing.`,
 				fmt.Fprintln(out, "schema is up to date")
 				return nil
 			}
+			verb, done := "applying", "applied"
+			if dry {
+				verb, done = "apply", "pending (dry run: nothing applied)"
+			}
 			for _, m := range pending {
-				verb := "apply"
-				if !dry {
-					verb = "applying"
-				}
 				fmt.Fprintf(out, "%s %s\n", verb, m.Name)
 			}
-			if dry {
-				fmt.Fprintf(out, "%d pending (dry run: nothing applied)\n", len(pending))
-				return nil
-			}
-			log := newLogger(cfg.Log)
-			meta, _, err := app.OpenMetadata(ctx, cfg, log)
-			if err != nil {
-				return err
-			}
-			defer meta.Close()
-			fmt.Fprintf(out, "%d applied\n", len(pending))
+			fmt.Fprintf(out, "%d %s\n", len(pending), done)
 			return nil
 		},
 	}
-	f := cmd.Flags()
-	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
-	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
-	f.BoolVar(&dry, "dry-run", false, "list pending migrations; apply nothing")
+	cf.add(cmd, "./data")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "list pending migrations; apply nothing")
 	return cmd
 }
 
 func newGCCmd() *cobra.Command {
 	var (
-		configFile, dataDir string
-		dry, rescan         bool
+		cf          configFlags
+		dry, rescan bool
 	)
 	cmd := &cobra.Command{
 		Use:   "gc",
@@ -105,39 +113,29 @@ old replica is gone. The serve worker also rescans when it takes the
 maintenance lease over, and daily.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(configFile, dataDir, cmd.Flags().Changed("data-dir"))
+			cfg, err := cf.load(cmd)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			log := newLogger(cfg.Log)
-			blobs, _, err := app.OpenBlobStore(ctx, cfg)
+			col, closeStores, err := app.OpenCollector(ctx, cfg, app.NewLogger(cfg.Log, os.Stderr), dry)
 			if err != nil {
 				return err
 			}
-			meta, _, err := app.OpenMetadata(ctx, cfg, log)
-			if err != nil {
-				return err
-			}
-			defer meta.Close()
-			col := gc.New(meta, blobs, app.GCOptions(cfg, nil, log, dry))
+			defer closeStores()
 			out := cmd.OutOrStdout()
+			verb, queued := "deleted", "queued"
+			if dry {
+				verb, queued = "would delete", "would queue"
+			}
 			if rescan {
 				r, err := col.Rescan(ctx)
 				if err != nil {
 					return err
 				}
-				verb := "queued"
-				if dry {
-					verb = "would queue"
-				}
-				fmt.Fprintf(out, "rescan: %s %d blobs, %d manifests for review\n", verb, r.Blobs, r.Manifests)
+				fmt.Fprintf(out, "rescan: %s %d blobs, %d manifests for review\n", queued, r.Blobs, r.Manifests)
 			}
 			res, err := col.Run(ctx)
-			verb := "deleted"
-			if dry {
-				verb = "would delete"
-			}
 			for _, m := range res.Manifests {
 				fmt.Fprintf(out, "%s manifest %s@%s\n", verb, m.Repo, m.Digest)
 			}
@@ -149,9 +147,8 @@ maintenance lease over, and daily.`,
 			return err
 		},
 	}
+	cf.add(cmd, "./data")
 	f := cmd.Flags()
-	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
-	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
 	f.BoolVar(&dry, "dry-run", false, "list what would be deleted; delete nothing")
 	f.BoolVar(&rescan, "rescan", false, "first queue all existing garbage for review (with --dry-run: count it)")
 	return cmd

@@ -1,22 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"os/signal"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/wharf-registry/wharf/client"
+	"github.com/wharf-registry/wharf/internal/prompt"
 )
 
 // clientFlags are the flags every client command shares.
@@ -67,36 +60,19 @@ func (f *clientFlags) client(cmd *cobra.Command, prog client.Progress) (*client.
 		return nil, errors.New("--password-stdin needs --user")
 	}
 	if f.user != "" {
-		pw := ""
-		if f.passwordStdin {
-			line, err := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-			if err != nil && !errors.Is(err, io.EOF) {
-				return nil, err
-			}
-			pw = strings.TrimRight(line, "\r\n")
-		} else {
+		if !f.passwordStdin {
 			return nil, errors.New("--user needs --password-stdin (passwords are never taken from the command line)")
+		}
+		pw, err := prompt.Line(cmd.InOrStdin())
+		if err != nil {
+			return nil, err
 		}
 		o.Keychain = client.StaticKeychain(f.user, pw)
 	}
 	if f.verbose {
-		errw := cmd.ErrOrStderr()
-		var mu sync.Mutex
-		o.Logf = func(format string, args ...any) {
-			mu.Lock()
-			defer mu.Unlock()
-			fmt.Fprintf(errw, "wharf: "+format+"\n", args...)
-		}
+		o.Logf = client.LineLogger(cmd.ErrOrStderr(), "wharf: ")
 	}
 	return client.New(o), nil
-}
-
-// summary is the --json output.
-type summary struct {
-	Command string `json:"command"`
-	*client.Result
-	client.Stats
-	Seconds float64 `json:"seconds"`
 }
 
 // run is what pull, export and copy share: a signal-aware context, the
@@ -115,25 +91,11 @@ func (f *clientFlags) run(cmd *cobra.Command, verb, dest string, do func(context
 	if err != nil {
 		return err
 	}
-	return f.report(cmd, verb, res, c, start, dest)
-}
-
-func (f *clientFlags) report(cmd *cobra.Command, verb string, res *client.Result, c *client.Client, start time.Time, dest string) error {
-	st := c.Stats()
-	secs := time.Since(start).Seconds()
+	sum := client.Summarize(verb, res, c, start)
 	if f.json {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(summary{Command: verb, Result: res, Stats: st, Seconds: secs})
+		return sum.WriteJSON(cmd.OutOrStdout())
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%s %s (%s) %s: %d image(s), %d blobs, %s downloaded in %.1fs; %d registry requests, %d URL re-resolutions, %d retries, %d skipped, %d mounted\n",
-		verb, res.Reference, res.Digest, dest, res.Images, res.Blobs, client.HumanBytes(st.Bytes), secs,
-		st.Requests, st.ReResolutions, st.Retries, st.Skipped, st.Mounted)
-	return nil
-}
-
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return sum.WriteText(cmd.OutOrStdout(), dest)
 }
 
 func newPullCmd() *cobra.Command {
@@ -151,9 +113,6 @@ after storage refuses one; downloads are verified, resumed and retried.`,
   wharf pull registry.example.com/base:3 -o ./base --all-platforms --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return errors.New("-o DIR is required")
-			}
 			return f.run(cmd, "pulled", "to "+out, func(ctx context.Context, c *client.Client) (*client.Result, error) {
 				return c.Pull(ctx, args[0], out, client.Selection{Platform: f.platform, AllPlatforms: all})
 			})
@@ -161,6 +120,7 @@ after storage refuses one; downloads are verified, resumed and retried.`,
 	}
 	f.add(cmd, true)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "OCI layout directory (created; an existing layout gains the image)")
+	_ = cmd.MarkFlagRequired("output")
 	cmd.Flags().BoolVar(&all, "all-platforms", false, "pull every image of an index")
 	return cmd
 }
@@ -174,9 +134,6 @@ func newExportCmd() *cobra.Command {
 		Example: `  wharf export localhost:5000/demo/app:v1 -o app.tar && docker load -i app.tar`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if out == "" {
-				return errors.New("-o FILE is required")
-			}
 			return f.run(cmd, "exported", "to "+out, func(ctx context.Context, c *client.Client) (*client.Result, error) {
 				return c.Export(ctx, args[0], out, client.Selection{Platform: f.platform})
 			})
@@ -184,6 +141,7 @@ func newExportCmd() *cobra.Command {
 	}
 	f.add(cmd, true)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "tarball to write (docker-archive format)")
+	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }
 

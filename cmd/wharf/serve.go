@@ -8,21 +8,13 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/wharf-registry/wharf/app"
 	"github.com/wharf-registry/wharf/config"
-	"github.com/wharf-registry/wharf/server"
 )
 
 func newServeCmd() *cobra.Command {
-	var (
-		configFile string
-		addr       string
-		dataDir    string
-		tlsCert    string
-		tlsKey     string
-	)
+	var cf configFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the registry",
@@ -34,69 +26,29 @@ environment variables, then flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// load is also the SIGHUP reload: the same sources, read again.
-			load := func() (config.Config, error) {
-				cfg, err := config.Load(configFile, os.Environ())
-				if err != nil {
-					return cfg, err
-				}
-				if cmd.Flags().Changed("addr") {
-					cfg.Addr = addr
-				}
-				if cmd.Flags().Changed("data-dir") {
-					cfg.DataDir = dataDir
-				}
-				if cmd.Flags().Changed("tls-cert") || cmd.Flags().Changed("tls-key") {
-					cfg.TLS.Cert, cfg.TLS.Key = tlsCert, tlsKey
-					if err := cfg.Validate(); err != nil {
-						return cfg, err
-					}
-				}
-				return cfg, nil
-			}
+			load := func() (config.Config, error) { return cf.load(cmd) }
 			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signalContext()
 			defer stop()
 			return serve(ctx, cfg, load)
 		},
 	}
+	cf.add(cmd, "./data")
 	f := cmd.Flags()
-	f.StringVarP(&configFile, "config", "c", "", "YAML configuration file")
-	f.StringVar(&addr, "addr", ":5000", "listen address (WHARF_ADDR)")
-	f.StringVar(&dataDir, "data-dir", "./data", "data directory (WHARF_DATA_DIR)")
-	f.StringVar(&tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS (WHARF_TLS_CERT)")
-	f.StringVar(&tlsKey, "tls-key", "", "PEM private key of --tls-cert (WHARF_TLS_KEY)")
+	cf.setting(f, "addr", "WHARF_ADDR", ":5000", "listen address")
+	cf.setting(f, "tls-cert", "WHARF_TLS_CERT", "", "PEM certificate: serve HTTPS")
+	cf.setting(f, "tls-key", "WHARF_TLS_KEY", "", "PEM private key of --tls-cert")
 	return cmd
-}
-
-func newLogger(c config.Log) *slog.Logger {
-	return slog.New(server.ContextHandler(newLogHandler(c)))
-}
-
-func newLogHandler(c config.Log) slog.Handler {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	format := c.Format
-	if format == "auto" {
-		format = "json"
-		if term.IsTerminal(int(os.Stderr.Fd())) {
-			format = "text"
-		}
-	}
-	if format == "text" {
-		return slog.NewTextHandler(os.Stderr, opts)
-	}
-	return slog.NewJSONHandler(os.Stderr, opts)
 }
 
 // serve runs the registry of cfg until ctx is done, then shuts down
 // gracefully. On SIGHUP it calls reload (when not nil) and applies what
 // can change while running (app.Reload).
 func serve(ctx context.Context, cfg config.Config, reload func() (config.Config, error)) error {
-	log := newLogger(cfg.Log)
+	log := app.NewLogger(cfg.Log, os.Stderr)
 	slog.SetDefault(log)
 	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version})
 	if err != nil {
