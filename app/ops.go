@@ -69,30 +69,40 @@ func (o *ops) stopTracing() {
 	}
 }
 
-// stores wraps the stores and the signer with instrumenting decorators
-// (when metrics are on) and the stores with tracing decorators (when
-// tracing is on).
+// stores wraps the stores and the signer with the instrumenting
+// decorators of metrics and of tracing, for those that are on.
 func (o *ops) stores(meta registry.MetadataStore, blobs registry.BlobStore, sign registry.Signer) (registry.MetadataStore, registry.BlobStore, registry.Signer) {
 	if o.metrics != nil {
+		meta, blobs = o.metrics.MetadataStore(meta), o.metrics.BlobStore(blobs)
 		if sign != nil {
 			sign = o.metrics.Signer(sign)
 		}
-		meta, blobs = o.metrics.MetadataStore(meta), o.metrics.BlobStore(blobs)
 	}
 	if o.tracing != nil {
-		meta, blobs = tracing.MetadataStore(o.tracing.Tracer(), meta), tracing.BlobStore(o.tracing.Tracer(), blobs)
+		t := o.tracing.Tracer()
+		meta, blobs = tracing.MetadataStore(t, meta), tracing.BlobStore(t, blobs)
+		if sign != nil {
+			sign = tracing.Signer(t, sign)
+		}
 	}
 	return meta, blobs, sign
 }
 
+// authorizer wraps a (nil: allow all) like stores wraps the stores.
 func (o *ops) authorizer(a auth.Authorizer) auth.Authorizer {
-	if o.metrics == nil {
+	if o.metrics == nil && o.tracing == nil {
 		return a
 	}
 	if a == nil {
 		a = auth.AllowAll{}
 	}
-	return o.metrics.Authorizer(a)
+	if o.metrics != nil {
+		a = o.metrics.Authorizer(a)
+	}
+	if o.tracing != nil {
+		a = tracing.Authorizer(o.tracing.Tracer(), a)
+	}
+	return a
 }
 
 // serverOptions fills the server's production options from the config.

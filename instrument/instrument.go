@@ -1,8 +1,10 @@
 // Package instrument holds the decorators that let metrics and tracing
-// watch the store seams: one wrapper per store interface, forwarding the
-// optional interfaces (registry.BlobToucher, registry.ChangeFeed, Pinger)
-// exactly when the wrapped store has them, and reporting each call to an
-// Observer. Metrics and tracing are two Observers of the same wrappers.
+// watch the seams (the stores, the URL signer, the authorizer): one
+// wrapper per interface, forwarding the optional interfaces
+// (registry.BlobToucher, registry.ChangeFeed, Pinger,
+// registry.RotatingSigner) exactly when the wrapped value has them, and
+// reporting each call to an Observer. Metrics and tracing are two
+// Observers of the same wrappers.
 package instrument
 
 import (
@@ -18,16 +20,17 @@ import (
 	"github.com/wharf-registry/wharf/registry"
 )
 
-// Op is one store operation.
+// Op is one operation of a seam.
 type Op struct {
-	// Store is "metadata" or "blob"; Name is the operation ("put_manifest").
-	Store, Name string
+	// Seam is "metadata", "blob", "signer" or "auth"; Name is the
+	// operation ("put_manifest").
+	Seam, Name string
 	// Index is the operation's position in Ops(), for observers that keep
 	// per-operation state in a slice.
 	Index int
 }
 
-// Observer watches store operations. Start is called before each; the
+// Observer watches operations. Start is called before each; the
 // function it returns is called with the outcome. The context it returns
 // is the one the operation runs with (a tracer puts its span there).
 type Observer interface {
@@ -36,8 +39,8 @@ type Observer interface {
 
 var ops []Op
 
-func newOp(store, name string) Op {
-	o := Op{Store: store, Name: name, Index: len(ops)}
+func newOp(seam, name string) Op {
+	o := Op{Seam: seam, Name: name, Index: len(ops)}
 	ops = append(ops, o)
 	return o
 }
@@ -46,36 +49,36 @@ func newOp(store, name string) Op {
 func Ops() []Op { return append([]Op(nil), ops...) }
 
 var (
-	opMetadataTouchBlob      = newOp("metadata", "touch_blob")
-	opMetadataRepoBlob       = newOp("metadata", "repo_blob")
-	opMetadataBlob           = newOp("metadata", "blob")
-	opMetadataManifestBlobs  = newOp("metadata", "manifest_blobs")
-	opMetadataReposWithBlob  = newOp("metadata", "repos_with_blob")
-	opMetadataCommitUpload   = newOp("metadata", "commit_upload")
-	opMetadataLinkBlob       = newOp("metadata", "link_blob")
-	opMetadataUnlinkBlob     = newOp("metadata", "unlink_blob")
-	opMetadataPutManifest    = newOp("metadata", "put_manifest")
-	opMetadataManifest       = newOp("metadata", "manifest")
-	opMetadataDeleteManifest = newOp("metadata", "delete_manifest")
-	opMetadataDeleteTag      = newOp("metadata", "delete_tag")
-	opMetadataTags           = newOp("metadata", "tags")
-	opMetadataRepositories   = newOp("metadata", "repositories")
-	opMetadataReferrers      = newOp("metadata", "referrers")
-	opMetadataCreateUpload   = newOp("metadata", "create_upload")
-	opMetadataUpload         = newOp("metadata", "upload")
-	opMetadataUpdateUpload   = newOp("metadata", "update_upload")
-	opMetadataDeleteUpload   = newOp("metadata", "delete_upload")
-	opMetadataExpiredUploads = newOp("metadata", "expired_uploads")
-	opMetadataPing           = newOp("metadata", "ping")
-	opBlobPing               = newOp("blob", "ping")
-	opBlobOpen               = newOp("blob", "open")
-	opBlobDelete             = newOp("blob", "delete")
-	opBlobUploadBegin        = newOp("blob", "upload_begin")
-	opBlobUploadLock         = newOp("blob", "upload_lock")
-	opBlobUploadAppend       = newOp("blob", "upload_append")
-	opBlobUploadReader       = newOp("blob", "upload_reader")
-	opBlobUploadCommit       = newOp("blob", "upload_commit")
-	opBlobUploadAbort        = newOp("blob", "upload_abort")
+	opMetadataTouchBlob      = newOp(SeamMetadata, "touch_blob")
+	opMetadataRepoBlob       = newOp(SeamMetadata, "repo_blob")
+	opMetadataBlob           = newOp(SeamMetadata, "blob")
+	opMetadataManifestBlobs  = newOp(SeamMetadata, "manifest_blobs")
+	opMetadataReposWithBlob  = newOp(SeamMetadata, "repos_with_blob")
+	opMetadataCommitUpload   = newOp(SeamMetadata, "commit_upload")
+	opMetadataLinkBlob       = newOp(SeamMetadata, "link_blob")
+	opMetadataUnlinkBlob     = newOp(SeamMetadata, "unlink_blob")
+	opMetadataPutManifest    = newOp(SeamMetadata, "put_manifest")
+	opMetadataManifest       = newOp(SeamMetadata, "manifest")
+	opMetadataDeleteManifest = newOp(SeamMetadata, "delete_manifest")
+	opMetadataDeleteTag      = newOp(SeamMetadata, "delete_tag")
+	opMetadataTags           = newOp(SeamMetadata, "tags")
+	opMetadataRepositories   = newOp(SeamMetadata, "repositories")
+	opMetadataReferrers      = newOp(SeamMetadata, "referrers")
+	opMetadataCreateUpload   = newOp(SeamMetadata, "create_upload")
+	opMetadataUpload         = newOp(SeamMetadata, "upload")
+	opMetadataUpdateUpload   = newOp(SeamMetadata, "update_upload")
+	opMetadataDeleteUpload   = newOp(SeamMetadata, "delete_upload")
+	opMetadataExpiredUploads = newOp(SeamMetadata, "expired_uploads")
+	opMetadataPing           = newOp(SeamMetadata, "ping")
+	opBlobPing               = newOp(SeamBlob, "ping")
+	opBlobOpen               = newOp(SeamBlob, "open")
+	opBlobDelete             = newOp(SeamBlob, "delete")
+	opBlobUploadBegin        = newOp(SeamBlob, "upload_begin")
+	opBlobUploadLock         = newOp(SeamBlob, "upload_lock")
+	opBlobUploadAppend       = newOp(SeamBlob, "upload_append")
+	opBlobUploadReader       = newOp(SeamBlob, "upload_reader")
+	opBlobUploadCommit       = newOp(SeamBlob, "upload_commit")
+	opBlobUploadAbort        = newOp(SeamBlob, "upload_abort")
 )
 
 // Expected reports whether err is an answer (not found, a lost race, an
@@ -87,6 +90,22 @@ func Expected(err error) bool {
 		errors.Is(err, context.Canceled) || errors.As(err, &missing) || errors.As(err, &oe) ||
 		// a client's body that broke off or stalled mid-upload
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// observe runs f, one call of op, under o.
+func observe[T any](ctx context.Context, o Observer, op Op, f func(context.Context) (T, error)) (T, error) {
+	ctx, done := o.Start(ctx, op)
+	v, err := f(ctx)
+	done(err)
+	return v, err
+}
+
+// observeErr is observe for a call that returns only an error.
+func observeErr(ctx context.Context, o Observer, op Op, f func(context.Context) error) error {
+	ctx, done := o.Start(ctx, op)
+	err := f(ctx)
+	done(err)
+	return err
 }
 
 // ---- metadata store ----
@@ -156,10 +175,7 @@ func (s *metaToucherFeed) TouchBlob(ctx context.Context, d digest.Digest) error 
 }
 
 func touch(ctx context.Context, s *metaStore, t registry.BlobToucher, d digest.Digest) error {
-	ctx, done := s.o.Start(ctx, opMetadataTouchBlob)
-	err := t.TouchBlob(ctx, d)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataTouchBlob, func(ctx context.Context) error { return t.TouchBlob(ctx, d) })
 }
 
 func (s *metaFeed) WatchRepos(ctx context.Context, changed func(string)) error {
@@ -174,143 +190,87 @@ func (s *metaToucherFeed) WatchRepos(ctx context.Context, changed func(string)) 
 func (s *metaStore) Unwrap() registry.MetadataStore { return s.inner }
 
 func (s *metaStore) RepoBlob(ctx context.Context, repo string, d digest.Digest) (registry.BlobInfo, error) {
-	ctx, done := s.o.Start(ctx, opMetadataRepoBlob)
-	b, err := s.inner.RepoBlob(ctx, repo, d)
-	done(err)
-	return b, err
+	return observe(ctx, s.o, opMetadataRepoBlob, func(ctx context.Context) (registry.BlobInfo, error) { return s.inner.RepoBlob(ctx, repo, d) })
 }
 
 func (s *metaStore) Blob(ctx context.Context, d digest.Digest) (registry.BlobInfo, error) {
-	ctx, done := s.o.Start(ctx, opMetadataBlob)
-	b, err := s.inner.Blob(ctx, d)
-	done(err)
-	return b, err
+	return observe(ctx, s.o, opMetadataBlob, func(ctx context.Context) (registry.BlobInfo, error) { return s.inner.Blob(ctx, d) })
 }
 
 func (s *metaStore) ManifestBlobs(ctx context.Context, repo string, manifest digest.Digest) ([]registry.BlobInfo, error) {
-	ctx, done := s.o.Start(ctx, opMetadataManifestBlobs)
-	b, err := s.inner.ManifestBlobs(ctx, repo, manifest)
-	done(err)
-	return b, err
+	return observe(ctx, s.o, opMetadataManifestBlobs, func(ctx context.Context) ([]registry.BlobInfo, error) {
+		return s.inner.ManifestBlobs(ctx, repo, manifest)
+	})
 }
 
 func (s *metaStore) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) ([]string, error) {
-	ctx, done := s.o.Start(ctx, opMetadataReposWithBlob)
-	r, err := s.inner.ReposWithBlob(ctx, d, limit)
-	done(err)
-	return r, err
+	return observe(ctx, s.o, opMetadataReposWithBlob, func(ctx context.Context) ([]string, error) { return s.inner.ReposWithBlob(ctx, d, limit) })
 }
 
 func (s *metaStore) CommitUpload(ctx context.Context, uploadID string, info registry.BlobInfo) (registry.BlobInfo, error) {
-	ctx, done := s.o.Start(ctx, opMetadataCommitUpload)
-	b, err := s.inner.CommitUpload(ctx, uploadID, info)
-	done(err)
-	return b, err
+	return observe(ctx, s.o, opMetadataCommitUpload, func(ctx context.Context) (registry.BlobInfo, error) { return s.inner.CommitUpload(ctx, uploadID, info) })
 }
 
 func (s *metaStore) LinkBlob(ctx context.Context, repo string, d digest.Digest) error {
-	ctx, done := s.o.Start(ctx, opMetadataLinkBlob)
-	err := s.inner.LinkBlob(ctx, repo, d)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataLinkBlob, func(ctx context.Context) error { return s.inner.LinkBlob(ctx, repo, d) })
 }
 
 func (s *metaStore) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) error {
-	ctx, done := s.o.Start(ctx, opMetadataUnlinkBlob)
-	err := s.inner.UnlinkBlob(ctx, repo, d)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataUnlinkBlob, func(ctx context.Context) error { return s.inner.UnlinkBlob(ctx, repo, d) })
 }
 
 func (s *metaStore) PutManifest(ctx context.Context, repo string, m registry.NewManifest) error {
-	ctx, done := s.o.Start(ctx, opMetadataPutManifest)
-	err := s.inner.PutManifest(ctx, repo, m)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataPutManifest, func(ctx context.Context) error { return s.inner.PutManifest(ctx, repo, m) })
 }
 
 func (s *metaStore) Manifest(ctx context.Context, repo string, ref oci.Reference) (registry.ManifestRecord, error) {
-	ctx, done := s.o.Start(ctx, opMetadataManifest)
-	r, err := s.inner.Manifest(ctx, repo, ref)
-	done(err)
-	return r, err
+	return observe(ctx, s.o, opMetadataManifest, func(ctx context.Context) (registry.ManifestRecord, error) { return s.inner.Manifest(ctx, repo, ref) })
 }
 
 func (s *metaStore) DeleteManifest(ctx context.Context, repo string, d digest.Digest) error {
-	ctx, done := s.o.Start(ctx, opMetadataDeleteManifest)
-	err := s.inner.DeleteManifest(ctx, repo, d)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataDeleteManifest, func(ctx context.Context) error { return s.inner.DeleteManifest(ctx, repo, d) })
 }
 
 func (s *metaStore) DeleteTag(ctx context.Context, repo, tag string) error {
-	ctx, done := s.o.Start(ctx, opMetadataDeleteTag)
-	err := s.inner.DeleteTag(ctx, repo, tag)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataDeleteTag, func(ctx context.Context) error { return s.inner.DeleteTag(ctx, repo, tag) })
 }
 
 func (s *metaStore) Tags(ctx context.Context, repo, last string, n int) ([]string, error) {
-	ctx, done := s.o.Start(ctx, opMetadataTags)
-	t, err := s.inner.Tags(ctx, repo, last, n)
-	done(err)
-	return t, err
+	return observe(ctx, s.o, opMetadataTags, func(ctx context.Context) ([]string, error) { return s.inner.Tags(ctx, repo, last, n) })
 }
 
 func (s *metaStore) Repositories(ctx context.Context, last string, n int) ([]string, error) {
-	ctx, done := s.o.Start(ctx, opMetadataRepositories)
-	r, err := s.inner.Repositories(ctx, last, n)
-	done(err)
-	return r, err
+	return observe(ctx, s.o, opMetadataRepositories, func(ctx context.Context) ([]string, error) { return s.inner.Repositories(ctx, last, n) })
 }
 
 func (s *metaStore) Referrers(ctx context.Context, repo string, d digest.Digest) ([]oci.Descriptor, error) {
-	ctx, done := s.o.Start(ctx, opMetadataReferrers)
-	r, err := s.inner.Referrers(ctx, repo, d)
-	done(err)
-	return r, err
+	return observe(ctx, s.o, opMetadataReferrers, func(ctx context.Context) ([]oci.Descriptor, error) { return s.inner.Referrers(ctx, repo, d) })
 }
 
 func (s *metaStore) CreateUpload(ctx context.Context, u *registry.Upload) error {
-	ctx, done := s.o.Start(ctx, opMetadataCreateUpload)
-	err := s.inner.CreateUpload(ctx, u)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataCreateUpload, func(ctx context.Context) error { return s.inner.CreateUpload(ctx, u) })
 }
 
 func (s *metaStore) Upload(ctx context.Context, repo, id string) (*registry.Upload, error) {
-	ctx, done := s.o.Start(ctx, opMetadataUpload)
-	u, err := s.inner.Upload(ctx, repo, id)
-	done(err)
-	return u, err
+	return observe(ctx, s.o, opMetadataUpload, func(ctx context.Context) (*registry.Upload, error) { return s.inner.Upload(ctx, repo, id) })
 }
 
 func (s *metaStore) UpdateUpload(ctx context.Context, u *registry.Upload, prevOffset int64) error {
-	ctx, done := s.o.Start(ctx, opMetadataUpdateUpload)
-	err := s.inner.UpdateUpload(ctx, u, prevOffset)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataUpdateUpload, func(ctx context.Context) error { return s.inner.UpdateUpload(ctx, u, prevOffset) })
 }
 
 func (s *metaStore) DeleteUpload(ctx context.Context, id string) error {
-	ctx, done := s.o.Start(ctx, opMetadataDeleteUpload)
-	err := s.inner.DeleteUpload(ctx, id)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataDeleteUpload, func(ctx context.Context) error { return s.inner.DeleteUpload(ctx, id) })
 }
 
 func (s *metaStore) ExpiredUploads(ctx context.Context, before time.Time, limit int) ([]*registry.Upload, error) {
-	ctx, done := s.o.Start(ctx, opMetadataExpiredUploads)
-	u, err := s.inner.ExpiredUploads(ctx, before, limit)
-	done(err)
-	return u, err
+	return observe(ctx, s.o, opMetadataExpiredUploads, func(ctx context.Context) ([]*registry.Upload, error) {
+		return s.inner.ExpiredUploads(ctx, before, limit)
+	})
 }
 
 func (s *metaStore) Ping(ctx context.Context) error {
-	ctx, done := s.o.Start(ctx, opMetadataPing)
-	err := s.inner.Ping(ctx)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opMetadataPing, func(ctx context.Context) error { return s.inner.Ping(ctx) })
 }
 
 func (s *metaStore) Close() error { return s.inner.Close() }
@@ -327,27 +287,18 @@ type blobPinger struct {
 }
 
 func (s *blobPinger) Ping(ctx context.Context) error {
-	ctx, done := s.o.Start(ctx, opBlobPing)
-	err := s.p.Ping(ctx)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opBlobPing, func(ctx context.Context) error { return s.p.Ping(ctx) })
 }
 
 // Unwrap returns the instrumented store.
 func (s *blobStore) Unwrap() registry.BlobStore { return s.inner }
 
 func (s *blobStore) Open(ctx context.Context, key string) (registry.ReadSeekCloser, error) {
-	ctx, done := s.o.Start(ctx, opBlobOpen)
-	r, err := s.inner.Open(ctx, key)
-	done(err)
-	return r, err
+	return observe(ctx, s.o, opBlobOpen, func(ctx context.Context) (registry.ReadSeekCloser, error) { return s.inner.Open(ctx, key) })
 }
 
 func (s *blobStore) Delete(ctx context.Context, key string) error {
-	ctx, done := s.o.Start(ctx, opBlobDelete)
-	err := s.inner.Delete(ctx, key)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opBlobDelete, func(ctx context.Context) error { return s.inner.Delete(ctx, key) })
 }
 
 func (s *blobStore) Uploads() registry.UploadStore { return (*uploadStore)(s) }
@@ -356,43 +307,25 @@ func (s *blobStore) Uploads() registry.UploadStore { return (*uploadStore)(s) }
 type uploadStore blobStore
 
 func (s *uploadStore) Begin(ctx context.Context, u *registry.Upload) error {
-	ctx, done := s.o.Start(ctx, opBlobUploadBegin)
-	err := s.up.Begin(ctx, u)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opBlobUploadBegin, func(ctx context.Context) error { return s.up.Begin(ctx, u) })
 }
 
 func (s *uploadStore) Lock(ctx context.Context, u *registry.Upload) (func(), error) {
-	ctx, done := s.o.Start(ctx, opBlobUploadLock)
-	unlock, err := s.up.Lock(ctx, u)
-	done(err)
-	return unlock, err
+	return observe(ctx, s.o, opBlobUploadLock, func(ctx context.Context) (func(), error) { return s.up.Lock(ctx, u) })
 }
 
 func (s *uploadStore) Append(ctx context.Context, u *registry.Upload, r io.Reader) (int64, error) {
-	ctx, done := s.o.Start(ctx, opBlobUploadAppend)
-	n, err := s.up.Append(ctx, u, r)
-	done(err)
-	return n, err
+	return observe(ctx, s.o, opBlobUploadAppend, func(ctx context.Context) (int64, error) { return s.up.Append(ctx, u, r) })
 }
 
 func (s *uploadStore) Reader(ctx context.Context, u *registry.Upload) (io.ReadCloser, error) {
-	ctx, done := s.o.Start(ctx, opBlobUploadReader)
-	r, err := s.up.Reader(ctx, u)
-	done(err)
-	return r, err
+	return observe(ctx, s.o, opBlobUploadReader, func(ctx context.Context) (io.ReadCloser, error) { return s.up.Reader(ctx, u) })
 }
 
 func (s *uploadStore) Commit(ctx context.Context, u *registry.Upload, d digest.Digest) (string, error) {
-	ctx, done := s.o.Start(ctx, opBlobUploadCommit)
-	k, err := s.up.Commit(ctx, u, d)
-	done(err)
-	return k, err
+	return observe(ctx, s.o, opBlobUploadCommit, func(ctx context.Context) (string, error) { return s.up.Commit(ctx, u, d) })
 }
 
 func (s *uploadStore) Abort(ctx context.Context, u *registry.Upload) error {
-	ctx, done := s.o.Start(ctx, opBlobUploadAbort)
-	err := s.up.Abort(ctx, u)
-	done(err)
-	return err
+	return observeErr(ctx, s.o, opBlobUploadAbort, func(ctx context.Context) error { return s.up.Abort(ctx, u) })
 }

@@ -36,7 +36,10 @@ func (m *Metrics) storeObserver() storeOps {
 	all := instrument.Ops()
 	s := make(storeOps, len(all))
 	for _, o := range all {
-		s[o.Index] = op{dur: m.storeDur.WithLabelValues(o.Store, o.Name), errs: m.storeErrs.WithLabelValues(o.Store, o.Name)}
+		if o.Seam != instrument.SeamMetadata && o.Seam != instrument.SeamBlob {
+			continue // the signer and auth seams have series of their own
+		}
+		s[o.Index] = op{dur: m.storeDur.WithLabelValues(o.Seam, o.Name), errs: m.storeErrs.WithLabelValues(o.Seam, o.Name)}
 	}
 	return s
 }

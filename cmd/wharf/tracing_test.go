@@ -129,6 +129,16 @@ func TestTracingExportsSpans(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// The batch endpoint signs a URL per blob: the signer's spans.
+	resp, err = http.Get("http://" + addr + "/v2/" + repo + "/manifests/v1/blobs?expiry=600")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("batch: %s", resp.Status)
+	}
+
 	stop()
 	col.mu.Lock()
 	defer col.mu.Unlock()
@@ -154,6 +164,7 @@ func TestTracingExportsSpans(t *testing.T) {
 		"PUT /v2/{name}/manifests/{reference}", "GET /v2/{name}/manifests/{reference}",
 		"GET /v2/{name}/blobs/{digest}", "GET /v2/{name}/tags/list",
 		"metadata.put_manifest", "metadata.manifest", "blob.upload_commit", "blob.open",
+		"auth.authorize", "signer.sign_blob",
 	} {
 		if names[want] == 0 {
 			t.Errorf("no span %q; got %v", want, names)
@@ -168,12 +179,15 @@ func TestTracingExportsSpans(t *testing.T) {
 				attr(s, "http.request.method") != "PUT" || attr(s, "http.response.status_code") != "201" || attr(s, "wharf.request_id") == "" {
 				t.Errorf("manifest PUT span: kind %v attributes %v", s.Kind, s.Attributes)
 			}
-		case strings.HasPrefix(s.Name, "metadata.") || strings.HasPrefix(s.Name, "blob."):
+		case strings.HasPrefix(s.Name, "metadata.") || strings.HasPrefix(s.Name, "blob.") ||
+			strings.HasPrefix(s.Name, "signer.") || strings.HasPrefix(s.Name, "auth."):
 			p := byID[hex.EncodeToString(s.ParentSpanId)]
 			if p == nil || p.Kind != tracepb.Span_SPAN_KIND_SERVER || string(p.TraceId) != string(s.TraceId) {
-				t.Errorf("store span %q has no server span parent", s.Name)
+				t.Errorf("seam span %q has no server span parent", s.Name)
 			} else if s.Name == "metadata.put_manifest" && p.Name != "PUT /v2/{name}/manifests/{reference}" {
 				t.Errorf("metadata.put_manifest under %q", p.Name)
+			} else if s.Name == "signer.sign_blob" && p.Name != "GET /v2/{name}/manifests/{reference}/blobs" {
+				t.Errorf("signer.sign_blob under %q", p.Name)
 			}
 		case s.Name == "GET /v2/{name}/tags/list":
 			if hex.EncodeToString(s.TraceId) == traceID {

@@ -6,6 +6,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/instrument"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -34,13 +35,24 @@ func (t tracer) Start(ctx context.Context, op instrument.Op) (context.Context, f
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, noop
 	}
-	ctx, sp := t.t.Start(ctx, op.Store+"."+op.Name, trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, sp := t.t.Start(ctx, op.Seam+"."+op.Name, trace.WithSpanKind(trace.SpanKindInternal))
 	return ctx, func(err error) {
-		// A store failure, not an answer, marks the span failed.
+		// A failure, not an answer, marks the span failed.
 		if err != nil && !instrument.Expected(err) {
 			sp.RecordError(err)
-			sp.SetStatus(codes.Error, "store error")
+			sp.SetStatus(codes.Error, op.Seam+" error")
 		}
 		sp.End()
 	}
+}
+
+// Signer makes a child span ("signer.sign_blob") of every signature.
+func Signer(t trace.Tracer, inner registry.Signer) registry.Signer {
+	return instrument.Signer(inner, tracer{t})
+}
+
+// Authorizer makes a child span ("auth.authorize") of every authorization
+// decision; a refusal is an answer, not a failed span.
+func Authorizer(t trace.Tracer, inner auth.Authorizer) auth.Authorizer {
+	return instrument.Authorizer(inner, tracer{t})
 }
