@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/wharf-registry/wharf/batch"
 )
 
 // ErrURLExpired is returned when storage refused a download URL as expired
@@ -112,7 +113,7 @@ func New(opts Options) *Client {
 	if opts.Expiry <= 0 {
 		opts.Expiry = 15 * time.Minute
 	}
-	opts.Expiry = min(max(opts.Expiry, 60*time.Second), 604800*time.Second)
+	opts.Expiry = batch.ClampExpiry(opts.Expiry)
 	if opts.MarginFloor <= 0 {
 		opts.MarginFloor = 30 * time.Second
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/oci"
 )
 
@@ -89,26 +90,11 @@ type urlSource interface {
 	refresh(ctx context.Context, t target) error
 }
 
-// batchAnswer is the batch endpoint's 200 body.
+// batchAnswer is the batch endpoint's 200 body and when its URLs expire
+// on this machine's clock (see localExpiry).
 type batchAnswer struct {
-	ManifestDigest digest.Digest `json:"manifestDigest"`
-	ExpiresAt      time.Time     `json:"expiresAt"`
-	// expires is ExpiresAt on this machine's clock (see localExpiry).
-	expires   time.Time
-	TotalSize int64 `json:"totalSize"`
-	Blobs     []struct {
-		Digest      digest.Digest `json:"digest"`
-		Size        int64         `json:"size"`
-		MediaType   string        `json:"mediaType"`
-		Kind        string        `json:"kind"`
-		DownloadURL string        `json:"downloadUrl"`
-	} `json:"blobs"`
-	Manifest *struct {
-		MediaType string        `json:"mediaType"`
-		Digest    digest.Digest `json:"digest"`
-		Size      int64         `json:"size"`
-		Data      []byte        `json:"data"`
-	} `json:"manifest"`
+	batch.Response
+	expires time.Time
 }
 
 // localExpiry converts the server's expiresAt to this machine's clock,
@@ -149,9 +135,9 @@ func (e *NotFoundError) Error() string { return e.Ref + ": manifest unknown" }
 // errAmbiguous404 for the caller to settle with the standard API.
 func (c *Client) batchCall(ctx context.Context, reg *registry, repo, ref, platform string) (*batchAnswer, []byte, error) {
 	q := url.Values{}
-	q.Set("expiry", strconv.Itoa(int(c.opts.Expiry/time.Second)))
+	q.Set(batch.ParamExpiry, strconv.Itoa(int(c.opts.Expiry/time.Second)))
 	if platform != "" {
-		q.Set("platform", platform)
+		q.Set(batch.ParamPlatform, platform)
 	}
 	path := "/v2/" + repo + "/manifests/" + ref + "/blobs?" + q.Encode()
 	resp, err := reg.do(ctx, request{method: http.MethodGet, path: path, scopes: pullScope(repo)})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 	"github.com/wharf-registry/wharf/signer"
@@ -64,8 +65,8 @@ func TestBlobURLs(t *testing.T) {
 	const repo = "team/app"
 	e := newEnv(t, registry.Options{}, true)
 	f := newBatchFixture(e, repo)
-	image := func(d oci.Descriptor, blobs ...oci.Descriptor) func(*registry.BlobURLs) string {
-		return func(got *registry.BlobURLs) string {
+	image := func(d oci.Descriptor, blobs ...oci.Descriptor) func(*batch.Response) string {
+		return func(got *batch.Response) string {
 			if got.ManifestDigest != d.Digest {
 				return "manifestDigest " + got.ManifestDigest.String() + ", want " + d.Digest.String()
 			}
@@ -100,7 +101,7 @@ func TestBlobURLs(t *testing.T) {
 		repo     string
 		ref      oci.Reference
 		platform string
-		want     func(*registry.BlobURLs) string
+		want     func(*batch.Response) string
 		wantErr  oci.Code
 		index    *oci.Descriptor // a *registry.IndexError about this index
 		children int             // ... listing this many
@@ -132,7 +133,7 @@ func TestBlobURLs(t *testing.T) {
 			if tc.repo != "" {
 				r = tc.repo
 			}
-			got, err := e.reg.BlobURLs(e.ctx, r, tc.ref, registry.DefaultExpiry, tc.platform, base)
+			got, err := e.reg.BlobURLs(e.ctx, r, tc.ref, batch.DefaultExpiry, tc.platform, base)
 			if tc.index != nil {
 				var ie *registry.IndexError
 				if !errors.As(err, &ie) {
@@ -180,20 +181,20 @@ func TestBlobURLsExpiry(t *testing.T) {
 		lifetime, slack time.Duration
 		cap             bool
 	}{
-		{registry.MinExpiry, 6 * time.Second, false},
-		{registry.DefaultExpiry, 5 * time.Minute, false},
-		{registry.MaxExpiry, 0, true},
-		{registry.MaxExpiry + time.Hour, 0, true},
+		{batch.MinExpiry, 6 * time.Second, false},
+		{batch.DefaultExpiry, 5 * time.Minute, false},
+		{batch.MaxExpiry, 0, true},
+		{batch.MaxExpiry + time.Hour, 0, true},
 	} {
 		got, err := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, tc.lifetime, "", base)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lo, hi := now.Add(min(tc.lifetime, registry.MaxExpiry)), now.Add(min(tc.lifetime, registry.MaxExpiry)+tc.slack)
+		lo, hi := now.Add(min(tc.lifetime, batch.MaxExpiry)), now.Add(min(tc.lifetime, batch.MaxExpiry)+tc.slack)
 		if got.ExpiresAt.Before(lo) || got.ExpiresAt.After(hi) {
 			t.Errorf("lifetime %v: expiresAt %v, want in [%v, %v]", tc.lifetime, got.ExpiresAt, lo, hi)
 		}
-		if tc.cap && got.ExpiresAt.After(now.Add(registry.MaxExpiry)) {
+		if tc.cap && got.ExpiresAt.After(now.Add(batch.MaxExpiry)) {
 			t.Errorf("lifetime %v: expiresAt %v is past the maximum", tc.lifetime, got.ExpiresAt)
 		}
 		if got.ExpiresAt.Location() != time.UTC {
@@ -207,15 +208,15 @@ func TestBlobURLsExpiry(t *testing.T) {
 		e.mu.Unlock()
 	}
 	setClock(now.Add(time.Minute)) // inside a 5-minute bucket of a one-hour lifetime
-	first, _ := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, registry.DefaultExpiry, "", base)
+	first, _ := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, batch.DefaultExpiry, "", base)
 	setClock(now.Add(2 * time.Minute))
-	again, _ := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, registry.DefaultExpiry, "", base)
+	again, _ := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, batch.DefaultExpiry, "", base)
 	if again != first {
 		t.Error("a minute later, in the same bucket, the answer was built again")
 	}
 	setClock(now.Add(10 * time.Minute))
-	later, _ := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, registry.DefaultExpiry, "", base)
-	if !later.ExpiresAt.After(first.ExpiresAt) || later.ExpiresAt.Before(e.clock().Add(registry.DefaultExpiry)) {
+	later, _ := e.reg.BlobURLs(e.ctx, repo, oci.Reference{Tag: "v1"}, batch.DefaultExpiry, "", base)
+	if !later.ExpiresAt.After(first.ExpiresAt) || later.ExpiresAt.Before(e.clock().Add(batch.DefaultExpiry)) {
 		t.Errorf("ten minutes later expiresAt is %v (first %v)", later.ExpiresAt, first.ExpiresAt)
 	}
 }
@@ -227,18 +228,18 @@ func TestBlobURLsFollowWrites(t *testing.T) {
 	e := newEnv(t, registry.Options{}, true)
 	f := newBatchFixture(e, repo)
 	v1 := oci.Reference{Tag: "v1"}
-	if _, err := e.reg.BlobURLs(e.ctx, repo, v1, registry.DefaultExpiry, "", base); err != nil {
+	if _, err := e.reg.BlobURLs(e.ctx, repo, v1, batch.DefaultExpiry, "", base); err != nil {
 		t.Fatal(err)
 	}
 	e.push(repo, "v1", f.armBytes) // move the tag
-	got, err := e.reg.BlobURLs(e.ctx, repo, v1, registry.DefaultExpiry, "", base)
+	got, err := e.reg.BlobURLs(e.ctx, repo, v1, batch.DefaultExpiry, "", base)
 	if err != nil || got.ManifestDigest != f.arm.Digest {
 		t.Fatalf("after the tag moved: %v, %v; want %s", got, err, f.arm.Digest)
 	}
 	if err := e.reg.DeleteBlob(e.ctx, repo, f.l2.Digest); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.reg.BlobURLs(e.ctx, repo, oci.Reference{Digest: f.img.Digest}, registry.DefaultExpiry, "", base)
+	_, err = e.reg.BlobURLs(e.ctx, repo, oci.Reference{Digest: f.img.Digest}, batch.DefaultExpiry, "", base)
 	wantCode(t, "a manifest whose layer was unlinked", err, oci.CodeBlobUnknown)
 	if s := oci.AsError(err).Status; s != 404 {
 		t.Errorf("status %d, want 404", s)
@@ -246,14 +247,14 @@ func TestBlobURLsFollowWrites(t *testing.T) {
 	if err := e.reg.DeleteManifest(e.ctx, repo, v1); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.reg.BlobURLs(e.ctx, repo, v1, registry.DefaultExpiry, "", base)
+	_, err = e.reg.BlobURLs(e.ctx, repo, v1, batch.DefaultExpiry, "", base)
 	if err != registry.ErrNotFoundBatch {
 		t.Errorf("a deleted tag: %v, want ErrNotFoundBatch", err)
 	}
 
 	plain := newEnv(t, registry.Options{}, false)
 	plain.push(repo, "v1", plain.image(repo, "x", 1))
-	_, err = plain.reg.BlobURLs(plain.ctx, repo, v1, registry.DefaultExpiry, "", base)
+	_, err = plain.reg.BlobURLs(plain.ctx, repo, v1, batch.DefaultExpiry, "", base)
 	if !errors.Is(err, registry.ErrSigning) {
 		t.Errorf("no signer: %v, want ErrSigning", err)
 	}

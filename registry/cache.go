@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/internal/cache"
 )
 
@@ -23,11 +24,11 @@ const maxCachedLast = 128
 // the repository generation it was read under (see generations).
 type caches struct {
 	gens      generations
-	manifests *cache.Cache[refKey, *cached[ManifestRecord]] // repo, tag or digest
-	tagLists  *cache.Cache[tagsKey, cached[[]string]]       // repo, last, n
-	images    *cache.Cache[refKey, cached[*resolvedImage]]  // repo+digest
-	batches   *cache.Cache[batchKey, cached[*BlobURLs]]     // batch answers
-	blobInfos *cache.Cache[refKey, *blobInfoEntry]          // repo+digest (StatBlob)
+	manifests *cache.Cache[refKey, *cached[ManifestRecord]]   // repo, tag or digest
+	tagLists  *cache.Cache[tagsKey, cached[[]string]]         // repo, last, n
+	images    *cache.Cache[refKey, cached[*resolvedImage]]    // repo+digest
+	batches   *cache.Cache[batchKey, cached[*batch.Response]] // batch answers
+	blobInfos *cache.Cache[refKey, *blobInfoEntry]            // repo+digest (StatBlob)
 	sigs      signatureCache
 }
 
@@ -56,8 +57,8 @@ func newCaches(maxBytes int64, now func() time.Time) *caches {
 			return cache.Strings(k.repo, k.last) + cache.Strings(e.v...) + 24
 		}),
 		images: cache.New(2*s, func(k refKey, e cached[*resolvedImage]) int64 { return cache.Strings(k.repo, k.ref) + e.v.bytes() }),
-		batches: cache.NewExpiring(4*s, func(k batchKey, e cached[*BlobURLs]) int64 { return k.bytes() + e.v.bytes() },
-			func(_ batchKey, e cached[*BlobURLs]) time.Time { return wall(e.v.ExpiresAt) }),
+		batches: cache.NewExpiring(4*s, func(k batchKey, e cached[*batch.Response]) int64 { return k.bytes() + responseBytes(e.v) },
+			func(_ batchKey, e cached[*batch.Response]) time.Time { return wall(e.v.ExpiresAt) }),
 		blobInfos: cache.New(s, func(k refKey, e *blobInfoEntry) int64 {
 			return cache.Strings(k.repo, k.ref) + blobInfoBytes(e.info) + 48 // the entry: gen, time
 		}),
@@ -90,9 +91,9 @@ func (img *resolvedImage) bytes() int64 {
 
 func (k batchKey) bytes() int64 { return cache.Strings(k.base, k.repo, string(k.digest), k.sgen) + 8 }
 
-// bytes counts an answer twice over: the struct, and the JSON body
+// responseBytes counts an answer twice over: the struct, and the JSON body
 // encoded from it once it is served.
-func (b *BlobURLs) bytes() int64 {
+func responseBytes(b *batch.Response) int64 {
 	n := cache.Strings(string(b.ManifestDigest)) + 64
 	for _, u := range b.Blobs {
 		n += cache.Strings(string(u.Digest), u.MediaType, u.Kind, u.DownloadURL) + 8

@@ -1,20 +1,16 @@
 package registry
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/internal/cache"
 	"github.com/wharf-registry/wharf/oci"
 )
@@ -61,13 +57,6 @@ type SignedURL struct {
 	Expires time.Time
 }
 
-// Expiry limits of the batch endpoint (batch-blob-urls-proposal.txt).
-const (
-	MinExpiry     = 60 * time.Second
-	MaxExpiry     = 604800 * time.Second
-	DefaultExpiry = 3600 * time.Second
-)
-
 // ErrSigning wraps a signer failure: the batch endpoint answers 500.
 var ErrSigning = errors.New("signing failed")
 
@@ -80,17 +69,17 @@ func expiryBucket(d time.Duration) time.Duration {
 // expiryFor returns the expiry to sign for a URL that must live at least
 // d from now: now+d rounded up to the bucket, so every caller within one
 // bucket gets the same time and the same cached signatures. Rounding never
-// carries a URL past MaxExpiry from now: at the cap the expiry is exact
+// carries a URL past batch.MaxExpiry from now: at the cap the expiry is exact
 // (to the second), and signatures are shared per second instead.
 func expiryFor(now time.Time, d time.Duration) time.Time {
-	d = min(d, MaxExpiry)
+	d = min(d, batch.MaxExpiry)
 	b := expiryBucket(d)
 	t := now.Add(d)
 	r := t.Truncate(b)
 	if r.Before(t) {
 		r = r.Add(b)
 	}
-	if limit := now.Add(MaxExpiry).Truncate(time.Second); r.After(limit) {
+	if limit := now.Add(batch.MaxExpiry).Truncate(time.Second); r.After(limit) {
 		r = limit
 	}
 	return r
@@ -152,54 +141,6 @@ func (r *Registry) SignBlobURL(ctx context.Context, info BlobInfo, lifetime time
 
 // ---- the batch endpoint ----
 
-// BlobURLs is the batch endpoint's answer (batch-blob-urls-proposal.txt).
-type BlobURLs struct {
-	ManifestDigest digest.Digest `json:"manifestDigest"`
-	ExpiresAt      time.Time     `json:"expiresAt"`
-	TotalSize      int64         `json:"totalSize"`
-	Blobs          []BlobURL     `json:"blobs"`
-	// Manifest is the image manifest itself as an OCI descriptor with its
-	// bytes in data (base64), a Wharf extension: a client that writes the
-	// manifest out (wharf pull) needs no second request to the registry.
-	Manifest *EmbeddedManifest `json:"manifest,omitempty"`
-
-	once sync.Once
-	body []byte
-	etag string
-}
-
-// BlobURL is one blob of a BlobURLs answer.
-type BlobURL struct {
-	Digest      digest.Digest `json:"digest"`
-	Size        int64         `json:"size"`
-	MediaType   string        `json:"mediaType"`
-	Kind        string        `json:"kind"`
-	DownloadURL string        `json:"downloadUrl"`
-}
-
-// EmbeddedManifest is an OCI descriptor carrying the manifest's bytes.
-type EmbeddedManifest struct {
-	MediaType string        `json:"mediaType"`
-	Digest    digest.Digest `json:"digest"`
-	Size      int64         `json:"size"`
-	Data      []byte        `json:"data"`
-}
-
-// JSON returns the encoded answer and its ETag, computed once: answers
-// are cached and shared, so repeated calls cost no encoding.
-func (b *BlobURLs) JSON() (body []byte, etag string) {
-	b.once.Do(func() {
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false) // keep '&' in URLs readable
-		_ = enc.Encode(b)
-		b.body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-		sum := sha256.Sum256(b.body)
-		b.etag = `"` + hex.EncodeToString(sum[:16]) + `"`
-	})
-	return b.body, b.etag
-}
-
 // IndexError is the 415 answer when a reference names an index: it lists
 // the children so the caller can choose a platform.
 type IndexError struct {
@@ -247,7 +188,7 @@ type resolvedBlob struct {
 // each of its blobs, config first, then layers in manifest order. platform,
 // if set, picks a child of an index ("os/arch[/variant]"). base is the
 // registry's public URL, which relative signed URLs are resolved against.
-func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference, lifetime time.Duration, platform, base string) (*BlobURLs, error) {
+func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference, lifetime time.Duration, platform, base string) (*batch.Response, error) {
 	if r.signer == nil {
 		return nil, fmt.Errorf("%w: no signer configured", ErrSigning)
 	}
@@ -286,8 +227,8 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 	if e, ok := r.c.batches.Get(key); ok && e.gen == gen {
 		return e.v, nil
 	}
-	out := &BlobURLs{ManifestDigest: img.digest, ExpiresAt: exp.UTC(), TotalSize: img.total, Blobs: make([]BlobURL, len(img.blobs)),
-		Manifest: &EmbeddedManifest{MediaType: rec.MediaType, Digest: rec.Digest, Size: int64(len(rec.Payload)), Data: rec.Payload}}
+	out := &batch.Response{ManifestDigest: img.digest, ExpiresAt: exp.UTC(), TotalSize: img.total, Blobs: make([]batch.Blob, len(img.blobs)),
+		Manifest: &batch.Manifest{MediaType: rec.MediaType, Digest: rec.Digest, Size: int64(len(rec.Payload)), Data: rec.Payload}}
 	for i, b := range img.blobs {
 		u, err := r.c.sigs.sign(ctx, r.signer, b.info, exp, now)
 		if err != nil {
@@ -299,10 +240,10 @@ func (r *Registry) BlobURLs(ctx context.Context, repo string, ref oci.Reference,
 		if strings.HasPrefix(u.URL, "/") {
 			u.URL = base + u.URL
 		}
-		out.Blobs[i] = BlobURL{Digest: b.info.Digest, Size: b.info.Size, MediaType: b.mediaType, Kind: b.kind, DownloadURL: u.URL}
+		out.Blobs[i] = batch.Blob{Digest: b.info.Digest, Size: b.info.Size, MediaType: b.mediaType, Kind: b.kind, DownloadURL: u.URL}
 	}
 	key.repo, key.base = strings.Clone(repo), strings.Clone(base) // not the request they came from
-	r.c.batches.Put(key, cached[*BlobURLs]{gen, out})
+	r.c.batches.Put(key, cached[*batch.Response]{gen, out})
 	return out, nil
 }
 

@@ -7,15 +7,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
-)
-
-// Wharf's error codes for the batch endpoint's parameters (the OCI spec
-// lets registries add codes; these name exactly what was wrong).
-const (
-	CodeExpiryInvalid   oci.Code = "EXPIRY_INVALID"
-	CodePlatformInvalid oci.Code = "PLATFORM_INVALID"
 )
 
 // blobURLs is the batch endpoint: GET /v2/<name>/manifests/<reference>/blobs.
@@ -23,7 +17,7 @@ const (
 // are Wharf extensions.
 func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 	q := r.URL.Query()
-	lifetime, err := parseExpiry(q["expiry"])
+	lifetime, err := parseExpiry(q[batch.ParamExpiry])
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -34,10 +28,10 @@ func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 		s.writeError(w, r, registry.ErrNotFoundBatch)
 		return
 	}
-	platform := q.Get("platform")
+	platform := q.Get(batch.ParamPlatform)
 	if platform != "" {
 		if _, err := oci.ParsePlatform(platform); err != nil {
-			s.writeError(w, r, oci.Errorf(CodePlatformInvalid, "platform %q: want os/arch[/variant]", truncate(platform)).WithStatus(http.StatusBadRequest))
+			s.writeError(w, r, oci.Errorf(batch.CodePlatformInvalid, "platform %q: want os/arch[/variant]", truncate(platform)).WithStatus(http.StatusBadRequest))
 			return
 		}
 	}
@@ -63,7 +57,7 @@ func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 	if info, ok := r.Context().Value(infoKey{}).(*requestInfo); ok {
 		info.blobs = len(urls.Blobs)
 	}
-	body, etag := urls.JSON()
+	body, etag := urls.Body()
 	h := w.Header()
 	h.Set("ETag", etag)
 	// A cached answer must still give the caller URLs that live as long as
@@ -90,10 +84,10 @@ func (s *Server) blobURLs(w http.ResponseWriter, r *http.Request, c *call) {
 // a plain decimal integer of seconds in [60, 604800].
 func parseExpiry(v []string) (time.Duration, error) {
 	if len(v) == 0 {
-		return registry.DefaultExpiry, nil
+		return batch.DefaultExpiry, nil
 	}
-	bad := oci.Errorf(CodeExpiryInvalid, "expiry must be an integer number of seconds from %d to %d",
-		int(registry.MinExpiry.Seconds()), int(registry.MaxExpiry.Seconds())).WithStatus(http.StatusBadRequest)
+	bad := oci.Errorf(batch.CodeExpiryInvalid, "expiry must be an integer number of seconds from %d to %d",
+		int(batch.MinExpiry.Seconds()), int(batch.MaxExpiry.Seconds())).WithStatus(http.StatusBadRequest)
 	if len(v) > 1 || v[0] == "" || len(v[0]) > 7 {
 		return 0, bad
 	}
@@ -105,7 +99,7 @@ func parseExpiry(v []string) (time.Duration, error) {
 		n = n*10 + int(ch-'0')
 	}
 	d := time.Duration(n) * time.Second
-	if d < registry.MinExpiry || d > registry.MaxExpiry {
+	if batch.CheckExpiry(d) != nil {
 		return 0, bad
 	}
 	return d, nil

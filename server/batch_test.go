@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/internal/fakeclock"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/registry"
@@ -48,19 +49,6 @@ func pushImage(t *testing.T, r *wharftest.Registry, repoTag string, layers int) 
 		t.Fatal(err)
 	}
 	return img
-}
-
-type batchAnswer struct {
-	ManifestDigest string    `json:"manifestDigest"`
-	ExpiresAt      time.Time `json:"expiresAt"`
-	TotalSize      int64     `json:"totalSize"`
-	Blobs          []struct {
-		Digest      string `json:"digest"`
-		Size        int64  `json:"size"`
-		MediaType   string `json:"mediaType"`
-		Kind        string `json:"kind"`
-		DownloadURL string `json:"downloadUrl"`
-	} `json:"blobs"`
 }
 
 func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
@@ -110,18 +98,18 @@ func TestBatchEndpoint(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("Content-Type %q", ct)
 	}
-	var a batchAnswer
+	var a batch.Response
 	if err := json.Unmarshal(body, &a); err != nil {
 		t.Fatal(err)
 	}
-	if a.ManifestDigest != mdigest.String() {
+	if a.ManifestDigest.String() != mdigest.String() {
 		t.Errorf("manifestDigest %s, want %s", a.ManifestDigest, mdigest)
 	}
 	if !strings.HasSuffix(string(must(json.Marshal(a.ExpiresAt))), `Z"`) {
 		t.Errorf("expiresAt is not UTC: %s", body)
 	}
 	now := clk.Now()
-	if a.ExpiresAt.Before(now.Add(registry.DefaultExpiry)) || a.ExpiresAt.After(now.Add(registry.DefaultExpiry+5*time.Minute)) {
+	if a.ExpiresAt.Before(now.Add(batch.DefaultExpiry)) || a.ExpiresAt.After(now.Add(batch.DefaultExpiry+5*time.Minute)) {
 		t.Errorf("expiresAt %v not in [now+1h, now+1h5m] (now %v)", a.ExpiresAt, now)
 	}
 	if len(a.Blobs) != 16 {
@@ -134,7 +122,7 @@ func TestBatchEndpoint(t *testing.T) {
 		if i == 0 {
 			kind = "config"
 		}
-		if b.Digest != want[i].Digest.String() || b.Size != want[i].Size || b.MediaType != string(want[i].MediaType) || b.Kind != kind {
+		if b.Digest.String() != want[i].Digest.String() || b.Size != want[i].Size || b.MediaType != string(want[i].MediaType) || b.Kind != kind {
 			t.Errorf("blob %d = %+v, want %s %d %s %s", i, b, want[i].Digest, want[i].Size, want[i].MediaType, kind)
 		}
 		total += b.Size
@@ -143,7 +131,7 @@ func TestBatchEndpoint(t *testing.T) {
 			t.Fatalf("downloadUrl %q is not an absolute URL of the registry", b.DownloadURL)
 		}
 		dresp, data := get(t, b.DownloadURL)
-		if dresp.StatusCode != 200 || digest.FromBytes(data).String() != b.Digest {
+		if dresp.StatusCode != 200 || digest.FromBytes(data) != b.Digest {
 			t.Fatalf("download of blob %d: status %d, digest %s", i, dresp.StatusCode, digest.FromBytes(data))
 		}
 	}
@@ -174,7 +162,7 @@ func TestBatchEndpoint(t *testing.T) {
 	if _, err := fmt.Sscanf(resp.Header.Get("Cache-Control"), "private, max-age=%d", &maxAge); err != nil {
 		t.Fatalf("Cache-Control %q: %v", resp.Header.Get("Cache-Control"), err)
 	}
-	if limit := a.ExpiresAt.Sub(now) - registry.DefaultExpiry; time.Duration(maxAge)*time.Second > limit {
+	if limit := a.ExpiresAt.Sub(now) - batch.DefaultExpiry; time.Duration(maxAge)*time.Second > limit {
 		t.Errorf("max-age %ds outlives the guarantee (%v)", maxAge, limit)
 	}
 
@@ -226,7 +214,7 @@ func TestBatchEndpointErrors(t *testing.T) {
 	// The maximum is a maximum: no URL outlives expiry=604800 (the server
 	// signs on its own clock; Date is whole seconds, so allow one).
 	resp, body := get(t, base+"?expiry=604800")
-	var a batchAnswer
+	var a batch.Response
 	if err := json.Unmarshal(body, &a); err != nil {
 		t.Fatal(err)
 	}
@@ -243,11 +231,11 @@ func TestBatchEndpointErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if life := time.Unix(exp, 0).Sub(date); life > registry.MaxExpiry+time.Second {
+		if life := time.Unix(exp, 0).Sub(date); life > batch.MaxExpiry+time.Second {
 			t.Errorf("expiry=604800: %s lives %v, past the maximum", b.Digest, life)
 		}
 	}
-	if life := a.ExpiresAt.Sub(date); life > registry.MaxExpiry+time.Second {
+	if life := a.ExpiresAt.Sub(date); life > batch.MaxExpiry+time.Second {
 		t.Errorf("expiry=604800: expiresAt is %v from Date", life)
 	}
 
@@ -320,9 +308,9 @@ func TestBatchEndpointIndex(t *testing.T) {
 			continue
 		}
 		if c.digest != "" {
-			var a batchAnswer
+			var a batch.Response
 			_ = json.Unmarshal(body, &a)
-			if a.ManifestDigest != c.digest || len(a.Blobs) != 4 {
+			if a.ManifestDigest.String() != c.digest || len(a.Blobs) != 4 {
 				t.Errorf("platform %s: manifest %s with %d blobs, want %s with 4", c.platform, a.ManifestDigest, len(a.Blobs), c.digest)
 			}
 		}
@@ -456,14 +444,14 @@ func TestBatchEndpointManifestKinds(t *testing.T) {
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s: %d %s", c.path, resp.StatusCode, body)
 		}
-		var a batchAnswer
+		var a batch.Response
 		_ = json.Unmarshal(body, &a)
 		if len(a.Blobs) != c.n || a.Blobs[0].Kind != "config" || a.Blobs[1].MediaType != c.layerType {
 			t.Errorf("%s: %s", c.path, body)
 		}
 		for _, b := range a.Blobs {
 			dresp, data := get(t, b.DownloadURL)
-			if dresp.StatusCode != 200 || digest.FromBytes(data).String() != b.Digest {
+			if dresp.StatusCode != 200 || digest.FromBytes(data) != b.Digest {
 				t.Errorf("%s: blob %s did not download intact", c.path, b.Digest)
 			}
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
@@ -279,14 +280,14 @@ func TestRangeEdges(t *testing.T) {
 	f := newFixture(t)
 	content := bytes.Repeat([]byte("0123456789"), 1024)
 	d := f.pushBlob(repo, content)
-	var batch batchAnswer
+	var answer batch.Response
 	f.mustStatus(request{method: "PUT", path: "/v2/" + repo + "/manifests/ranges", header: map[string]string{"Content-Type": oci.MediaTypeOCIManifest},
 		body: manifestJSON(t, f.config, len(f.configBody), d)}, http.StatusCreated)
 	_, body := f.do(request{method: "GET", path: "/v2/" + repo + "/manifests/ranges/blobs"})
-	if err := json.Unmarshal(body, &batch); err != nil || len(batch.Blobs) != 2 {
+	if err := json.Unmarshal(body, &answer); err != nil || len(answer.Blobs) != 2 {
 		t.Fatalf("batch: %s", body)
 	}
-	signed := strings.TrimPrefix(batch.Blobs[1].DownloadURL, f.r.URL)
+	signed := strings.TrimPrefix(answer.Blobs[1].DownloadURL, f.r.URL)
 	for _, path := range []string{"/v2/" + repo + "/blobs/" + d.String(), signed} {
 		for _, tc := range []struct {
 			rng, ifRange string

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/client"
 	"github.com/wharf-registry/wharf/internal/prompt"
 )
@@ -41,20 +42,14 @@ func (f *clientFlags) add(cmd *cobra.Command, downloads bool) {
 	}
 }
 
-// The --expiry range: what the batch endpoint accepts.
-const (
-	minExpiry = 60 * time.Second
-	maxExpiry = 168 * time.Hour
-)
-
 // client builds a library client; progress is shown on stderr.
 func (f *clientFlags) client(cmd *cobra.Command, prog client.Progress) (*client.Client, error) {
 	o := client.Options{
 		Insecure: f.plainHTTP, Jobs: f.jobs, Expiry: f.expiry, DisableBatch: f.noBatch, Fsync: f.fsync,
 		Progress: prog, UserAgent: "wharf/" + version,
 	}
-	if f.expiry < minExpiry || f.expiry > maxExpiry {
-		return nil, fmt.Errorf("--expiry %s: must be between 60s and 168h", f.expiry)
+	if err := batch.CheckExpiry(f.expiry); err != nil {
+		return nil, fmt.Errorf("--%w", err)
 	}
 	if f.passwordStdin && f.user == "" {
 		return nil, errors.New("--password-stdin needs --user")
