@@ -189,11 +189,7 @@ func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before tim
 			}
 		}
 		if len(unlocked) > 0 {
-			rows, err := tx.QueryContext(ctx, s.q(`SELECT digest FROM blobs WHERE digest IN (`+inList(len(unlocked))+`)`), anys(unlocked)...)
-			if err != nil {
-				return err
-			}
-			held, err := scanStrings(rows)
+			held, err := s.queryStrings(ctx, tx, `SELECT digest FROM blobs WHERE digest IN (`+inList(len(unlocked))+`)`, anys(unlocked)...)
 			if err != nil {
 				return err
 			}
@@ -205,11 +201,7 @@ func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before tim
 			// References, read after the locks: a manifest PUT that locked a
 			// blob before us has committed and is seen here; one after us
 			// waits and then finds the blob gone.
-			rows, err = tx.QueryContext(ctx, s.q(`SELECT DISTINCT blob_digest FROM manifest_blobs WHERE blob_digest IN (`+inList(len(keys))+`)`), anys(keys)...)
-			if err != nil {
-				return err
-			}
-			refs, err := scanStrings(rows)
+			refs, err := s.queryStrings(ctx, tx, `SELECT DISTINCT blob_digest FROM manifest_blobs WHERE blob_digest IN (`+inList(len(keys))+`)`, anys(keys)...)
 			if err != nil {
 				return err
 			}

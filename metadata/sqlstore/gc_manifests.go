@@ -149,12 +149,8 @@ func (s *Store) BlobsFreedBy(ctx context.Context, refs []gc.ManifestRef, before 
 		for _, r := range part {
 			args = append(args, r.Repo, string(r.Digest))
 		}
-		rows, err := s.read.QueryContext(ctx, s.q(`SELECT DISTINCT blob_digest FROM manifest_blobs WHERE `+
-			strings.TrimSuffix(strings.Repeat("(repo = ? AND manifest_digest = ?) OR ", len(part)), " OR ")), args...)
-		if err != nil {
-			return nil, err
-		}
-		ds, err := scanStrings(rows)
+		ds, err := s.queryStrings(ctx, s.read, `SELECT DISTINCT blob_digest FROM manifest_blobs WHERE `+
+			strings.TrimSuffix(strings.Repeat("(repo = ? AND manifest_digest = ?) OR ", len(part)), " OR "), args...)
 		if err != nil {
 			return nil, err
 		}
@@ -190,12 +186,8 @@ func (s *Store) BlobsFreedBy(ctx context.Context, refs []gc.ManifestRef, before 
 		if err := rows.Err(); err != nil {
 			return nil, err
 		}
-		rows, err = s.read.QueryContext(ctx, s.q(`SELECT b.digest FROM blobs b WHERE b.digest IN (`+inList(len(part))+`) AND b.created_at < ?
-			AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = b.digest AND r.touched_at >= ?) ORDER BY b.digest`), anys(part, b, b)...)
-		if err != nil {
-			return nil, err
-		}
-		old, err := scanStrings(rows)
+		old, err := s.queryStrings(ctx, s.read, `SELECT b.digest FROM blobs b WHERE b.digest IN (`+inList(len(part))+`) AND b.created_at < ?
+			AND NOT EXISTS (SELECT 1 FROM gc_blob_reviews r WHERE r.digest = b.digest AND r.touched_at >= ?) ORDER BY b.digest`, anys(part, b, b)...)
 		if err != nil {
 			return nil, err
 		}

@@ -45,19 +45,11 @@ func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (gc.Rescan
 		if bounded {
 			rng, args = `b.digest > ? AND b.digest <= ?`, []any{after, last}
 		}
-		var n int64
-		if countOnly {
-			err = s.read.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM blobs b WHERE `+rng+` AND `+blobWhere+`
-				AND NOT EXISTS (SELECT 1 FROM gc_blob_queue q WHERE q.digest = b.digest)`), args...).Scan(&n)
-		} else {
-			var res sql.Result
-			res, err = s.write.ExecContext(ctx, s.q(`INSERT INTO gc_blob_queue (digest, review_from)
+		n, err := s.countOrQueue(ctx, countOnly, `SELECT COUNT(*) FROM blobs b WHERE `+rng+` AND `+blobWhere+`
+				AND NOT EXISTS (SELECT 1 FROM gc_blob_queue q WHERE q.digest = b.digest)`,
+			`INSERT INTO gc_blob_queue (digest, review_from)
 				SELECT b.digest, b.created_at FROM blobs b WHERE `+rng+` AND `+blobWhere+`
-				ORDER BY b.digest ON CONFLICT (digest) DO NOTHING`), args...)
-			if err == nil {
-				n, err = res.RowsAffected()
-			}
-		}
+				ORDER BY b.digest ON CONFLICT (digest) DO NOTHING`, args)
 		if err != nil {
 			return out, err
 		}
@@ -84,19 +76,11 @@ func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (gc.Rescan
 			rng += ` AND (m.repo, m.digest) <= (?, ?)`
 			args = append(args, last.Repo, string(last.Digest))
 		}
-		var n int64
-		if countOnly {
-			err = s.read.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM manifests m WHERE `+rng+` AND `+unkeptWhere+`
-				AND NOT EXISTS (SELECT 1 FROM gc_manifest_queue q WHERE q.repo = m.repo AND q.digest = m.digest)`), args...).Scan(&n)
-		} else {
-			var res sql.Result
-			res, err = s.write.ExecContext(ctx, s.q(`INSERT INTO gc_manifest_queue (repo, digest, review_from)
+		n, err := s.countOrQueue(ctx, countOnly, `SELECT COUNT(*) FROM manifests m WHERE `+rng+` AND `+unkeptWhere+`
+				AND NOT EXISTS (SELECT 1 FROM gc_manifest_queue q WHERE q.repo = m.repo AND q.digest = m.digest)`,
+			`INSERT INTO gc_manifest_queue (repo, digest, review_from)
 				SELECT m.repo, m.digest, m.created_at FROM manifests m WHERE `+rng+` AND `+unkeptWhere+`
-				ORDER BY m.repo, m.digest ON CONFLICT (repo, digest) DO NOTHING`), args...)
-			if err == nil {
-				n, err = res.RowsAffected()
-			}
-		}
+				ORDER BY m.repo, m.digest ON CONFLICT (repo, digest) DO NOTHING`, args)
 		if err != nil {
 			return out, err
 		}
@@ -107,4 +91,19 @@ func (s *Store) Rescan(ctx context.Context, page int, countOnly bool) (gc.Rescan
 		from = last
 	}
 	return out, nil
+}
+
+// countOrQueue runs one Rescan page: with countOnly the count query (on
+// the read pool), else the insert, reporting the rows it queued.
+func (s *Store) countOrQueue(ctx context.Context, countOnly bool, count, insert string, args []any) (int64, error) {
+	if countOnly {
+		var n int64
+		err := s.read.QueryRowContext(ctx, s.q(count), args...).Scan(&n)
+		return n, err
+	}
+	res, err := s.write.ExecContext(ctx, s.q(insert), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }

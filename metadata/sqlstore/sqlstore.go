@@ -256,11 +256,7 @@ func (s *Store) ManifestBlobs(ctx context.Context, repo string, manifest digest.
 // ReposWithBlob implements registry.MetadataStore.
 func (s *Store) ReposWithBlob(ctx context.Context, d digest.Digest, limit int) (_ []string, err error) {
 	defer s.down(&err)
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT repo FROM repository_blobs WHERE digest = ? ORDER BY repo LIMIT ?`), string(d), limit)
-	if err != nil {
-		return nil, err
-	}
-	return scanStrings(rows)
+	return s.queryStrings(ctx, s.read, `SELECT repo FROM repository_blobs WHERE digest = ? ORDER BY repo LIMIT ?`, string(d), limit)
 }
 
 // CommitUpload implements registry.MetadataStore.
@@ -329,12 +325,8 @@ func (s *Store) LinkBlob(ctx context.Context, repo string, d digest.Digest) (err
 func (s *Store) UnlinkBlob(ctx context.Context, repo string, d digest.Digest) (err error) {
 	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM repository_blobs WHERE repo = ? AND digest = ?`), repo, string(d))
-		if err != nil {
+		if err := s.deleteFound(ctx, tx, `DELETE FROM repository_blobs WHERE repo = ? AND digest = ?`, repo, string(d)); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return registry.ErrNotFound
 		}
 		return s.changed(ctx, tx, repo)
 	})
@@ -447,6 +439,19 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 	})
 }
 
+// deleteFound runs a DELETE in tx, registry.ErrNotFound when it matched
+// no row.
+func (s *Store) deleteFound(ctx context.Context, tx *sql.Tx, query string, args ...any) error {
+	res, err := tx.ExecContext(ctx, s.q(query), args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return registry.ErrNotFound
+	}
+	return nil
+}
+
 func (s *Store) exists(ctx context.Context, tx *sql.Tx, query string, args ...any) (bool, error) {
 	var one int
 	err := tx.QueryRowContext(ctx, s.q(query), args...).Scan(&one)
@@ -489,12 +494,8 @@ func (s *Store) Manifest(ctx context.Context, repo string, ref oci.Reference) (_
 func (s *Store) DeleteManifest(ctx context.Context, repo string, d digest.Digest) (err error) {
 	defer s.down(&err)
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`DELETE FROM manifests WHERE repo = ? AND digest = ?`), repo, string(d))
-		if err != nil {
+		if err := s.deleteFound(ctx, tx, `DELETE FROM manifests WHERE repo = ? AND digest = ?`, repo, string(d)); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return registry.ErrNotFound
 		}
 		if err := s.queueFreedBy(ctx, tx, repo, string(d)); err != nil {
 			return err
@@ -538,21 +539,13 @@ func (s *Store) Tags(ctx context.Context, repo, last string, n int) (_ []string,
 	if err := s.read.QueryRowContext(ctx, s.q(`SELECT 1 FROM repositories WHERE name = ?`), repo).Scan(&one); err != nil {
 		return nil, notFound(err)
 	}
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?`), repo, last, limit(n))
-	if err != nil {
-		return nil, err
-	}
-	return scanStrings(rows)
+	return s.queryStrings(ctx, s.read, `SELECT name FROM tags WHERE repo = ? AND name > ? ORDER BY name LIMIT ?`, repo, last, limit(n))
 }
 
 // Repositories implements registry.MetadataStore.
 func (s *Store) Repositories(ctx context.Context, last string, n int) (_ []string, err error) {
 	defer s.down(&err)
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?`), last, limit(n))
-	if err != nil {
-		return nil, err
-	}
-	return scanStrings(rows)
+	return s.queryStrings(ctx, s.read, `SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?`, last, limit(n))
 }
 
 // limit maps "no limit" (n < 0) to a LIMIT both engines accept.
@@ -693,7 +686,18 @@ func (s *Store) Close() error {
 	return err
 }
 
-func scanStrings(rows *sql.Rows) ([]string, error) {
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryStrings runs a query of one string column on db and returns the
+// values (never nil).
+func (s *Store) queryStrings(ctx context.Context, db querier, query string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	out := []string{}
 	for rows.Next() {
