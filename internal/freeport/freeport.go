@@ -34,19 +34,20 @@ func Port() (int, error) {
 // MustAddr is Addr failing t on error.
 func MustAddr(t testing.TB) string {
 	t.Helper()
-	a, err := Addr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return must(t, Addr)
 }
 
 // MustPort is Port failing t on error.
 func MustPort(t testing.TB) int {
 	t.Helper()
-	p, err := Port()
+	return must(t, Port)
+}
+
+func must[T any](t testing.TB, f func() (T, error)) T {
+	t.Helper()
+	v, err := f()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return v
 }
