@@ -69,38 +69,62 @@ func LoadOrCreateSigningKey(path string) (crypto.Signer, error) {
 
 // ParsePrivateKey parses the first private key of a PEM file.
 func ParsePrivateKey(b []byte) (crypto.Signer, error) {
+	var signer crypto.Signer
+	err := pemKeys(b, map[string]func([]byte) (any, error){
+		"PRIVATE KEY":     x509.ParsePKCS8PrivateKey,
+		"EC PRIVATE KEY":  anyKey(x509.ParseECPrivateKey),
+		"RSA PRIVATE KEY": anyKey(x509.ParsePKCS1PrivateKey),
+	}, func(k any) error {
+		s, ok := k.(crypto.Signer)
+		if !ok {
+			return fmt.Errorf("unsupported private key type %T", k)
+		}
+		if _, err := methodFor(s.Public()); err != nil {
+			return err
+		}
+		signer = s
+		return errStop
+	})
+	if err != nil {
+		return nil, err
+	}
+	if signer == nil {
+		return nil, errors.New("no PEM private key found")
+	}
+	return signer, nil
+}
+
+// errStop, from pemKeys' use, ends the walk without an error.
+var errStop = errors.New("stop")
+
+// pemKeys calls use with the key of each PEM block of b whose type parse
+// has a parser for, in order, until an error (errStop: none).
+func pemKeys(b []byte, parse map[string]func([]byte) (any, error), use func(any) error) error {
 	for {
 		var blk *pem.Block
 		blk, b = pem.Decode(b)
 		if blk == nil {
-			return nil, errors.New("no PEM private key found")
+			return nil
 		}
-		var (
-			k   any
-			err error
-		)
-		switch blk.Type {
-		case "PRIVATE KEY":
-			k, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-		case "EC PRIVATE KEY":
-			k, err = x509.ParseECPrivateKey(blk.Bytes)
-		case "RSA PRIVATE KEY":
-			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-		default:
+		p, ok := parse[blk.Type]
+		if !ok {
 			continue
 		}
+		k, err := p(blk.Bytes)
+		if err == nil {
+			err = use(k)
+		}
+		if errors.Is(err, errStop) {
+			return nil
+		}
 		if err != nil {
-			return nil, err
+			return err
 		}
-		s, ok := k.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("unsupported private key type %T", k)
-		}
-		if _, err := methodFor(s.Public()); err != nil {
-			return nil, err
-		}
-		return s, nil
 	}
+}
+
+func anyKey[K any](f func([]byte) (K, error)) func([]byte) (any, error) {
+	return func(b []byte) (any, error) { return f(b) }
 }
 
 // LoadKeySet reads the public keys of an external issuer from path: a
@@ -125,40 +149,29 @@ func LoadKeySet(issuer, path string) (*KeySet, error) {
 
 func parsePublicPEM(b []byte) (map[string]crypto.PublicKey, error) {
 	keys := map[string]crypto.PublicKey{}
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		var (
-			k   any
-			err error
-		)
-		switch blk.Type {
-		case "PUBLIC KEY":
-			k, err = x509.ParsePKIXPublicKey(blk.Bytes)
-		case "RSA PUBLIC KEY":
-			k, err = x509.ParsePKCS1PublicKey(blk.Bytes)
-		case "CERTIFICATE":
-			var c *x509.Certificate
-			if c, err = x509.ParseCertificate(blk.Bytes); err == nil {
-				k = c.PublicKey
+	err := pemKeys(b, map[string]func([]byte) (any, error){
+		"PUBLIC KEY":     x509.ParsePKIXPublicKey,
+		"RSA PUBLIC KEY": anyKey(x509.ParsePKCS1PublicKey),
+		"CERTIFICATE": func(b []byte) (any, error) {
+			c, err := x509.ParseCertificate(b)
+			if err != nil {
+				return nil, err
 			}
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
+			return c.PublicKey, nil
+		},
+	}, func(k any) error {
 		if _, err := methodFor(k); err != nil {
-			return nil, err
+			return err
 		}
 		kid, err := KeyID(k)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		keys[kid] = k
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(keys) == 0 {
 		return nil, errors.New("no PEM public key or certificate found")
