@@ -69,10 +69,7 @@ func (s *Store) Delete(_ context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	return removeIfExists(p)
 }
 
 // Uploads implements registry.BlobStore.
@@ -327,6 +324,11 @@ func (s *Store) Abort(_ context.Context, u *registry.Upload) error {
 	if err != nil {
 		return err
 	}
+	return removeIfExists(p)
+}
+
+// removeIfExists removes p; one already gone is no error.
+func removeIfExists(p string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
