@@ -115,6 +115,21 @@ func commitAndCheck(t *testing.T, s registry.BlobStore, u *registry.Upload, want
 	return key
 }
 
+// readBlob is the content of the stored blob key.
+func readBlob(t *testing.T, s registry.BlobStore, key string) []byte {
+	t.Helper()
+	f, err := s.Open(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", key, err)
+	}
+	defer f.Close()
+	got, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	return got
+}
+
 func testChunkSizes(t *testing.T, s registry.BlobStore) {
 	for _, c := range []struct{ size, chunk int }{
 		{0, 1}, {1, 1}, {7, 1}, {4<<20 + 1, 1 << 20}, {5 << 20, 5 << 20}, {17 << 20, 4<<20 + 1},
@@ -226,13 +241,7 @@ func testConcurrentIdentical(t *testing.T, s registry.BlobStore) {
 	}
 	wg.Wait()
 	for _, k := range keys {
-		f, err := s.Open(context.Background(), k)
-		if err != nil {
-			t.Fatalf("Open(%s): %v", k, err)
-		}
-		got, _ := io.ReadAll(f)
-		f.Close()
-		if !bytes.Equal(got, data) {
+		if got := readBlob(t, s, k); !bytes.Equal(got, data) {
 			t.Fatalf("blob %s corrupted by concurrent identical uploads", k)
 		}
 	}
@@ -298,13 +307,7 @@ func testNoOverwrite(t *testing.T, s registry.BlobStore) {
 	if _, err := s.Uploads().Commit(context.Background(), bad, digest.FromBytes(good)); err != nil {
 		t.Fatalf("second Commit of the same digest: %v", err)
 	}
-	f, err := s.Open(context.Background(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(f)
-	f.Close()
-	if !bytes.Equal(got, good) {
+	if got := readBlob(t, s, key); !bytes.Equal(got, good) {
 		t.Fatalf("blob %s replaced by another session's commit", key)
 	}
 }
