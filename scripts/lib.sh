@@ -231,6 +231,21 @@ pg_bindir() {
 	return 1
 }
 
+# apt_install_nostart ARGS... : apt_install, quietly, with services kept
+# from starting by a temporary policy-rc.d (where none exists). A failure
+# is left to the caller, which checks for what it wanted installed.
+apt_install_nostart() {
+	local policy_added=0
+	if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+	fi
+	apt_install "$@" >/dev/null || true
+	if [[ $policy_added -eq 1 ]]; then
+		rm -f /usr/sbin/policy-rc.d
+	fi
+	return 0
+}
+
 # install_postgres : the PostgreSQL server binaries for internal/pgtest's
 # throwaway clusters (Debian package postgresql). Skipped when installed
 # (cache-friendly). Debian's own cluster is neither created nor started:
@@ -243,16 +258,11 @@ install_postgres() {
 		return 0
 	fi
 	log "installing postgresql (Debian package)"
-	local policy_added=0
-	if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
-	fi
 	if [[ ! -e /etc/postgresql-common/createcluster.conf && $(id -u) -eq 0 ]]; then
 		mkdir -p /etc/postgresql-common
 		printf 'create_main_cluster = false\n' >/etc/postgresql-common/createcluster.conf
 	fi
-	apt_install -o Dpkg::Options::=--force-confold postgresql >/dev/null || true
-	[[ $policy_added -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
+	apt_install_nostart -o Dpkg::Options::=--force-confold postgresql
 	d=$(pg_bindir) || { err "postgresql could not be installed (Debian package postgresql)"; return 1; }
 	info "postgresql: $d"
 }
@@ -265,11 +275,6 @@ install_haproxy() {
 		return 0
 	fi
 	log "installing haproxy (Debian package)"
-	local policy_added=0
-	if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
-	fi
-	apt_install haproxy >/dev/null || true
-	[[ $policy_added -eq 1 ]] && rm -f /usr/sbin/policy-rc.d
+	apt_install_nostart haproxy
 	command -v haproxy >/dev/null 2>&1 || { err "haproxy could not be installed"; return 1; }
 }
