@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"strings"
@@ -36,11 +35,7 @@ var migrationFiles embed.FS
 
 // Migrations returns the embedded schema migrations.
 func Migrations() ([]sqlstore.Migration, error) {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	return sqlstore.LoadMigrations(sub)
+	return sqlstore.LoadMigrations(migrationFiles, "migrations")
 }
 
 // Options configure the store.

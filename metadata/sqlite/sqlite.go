@@ -9,7 +9,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,11 +23,7 @@ var migrationFiles embed.FS
 
 // Migrations returns the embedded schema migrations.
 func Migrations() ([]sqlstore.Migration, error) {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	return sqlstore.LoadMigrations(sub)
+	return sqlstore.LoadMigrations(migrationFiles, "migrations")
 }
 
 // Open opens (creating if needed) the database at path and migrates it.

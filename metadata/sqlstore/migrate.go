@@ -17,8 +17,13 @@ type Migration struct {
 	SQL     string
 }
 
-// LoadMigrations reads NNNN_name.sql files from fsys, in version order.
-func LoadMigrations(fsys fs.FS) ([]Migration, error) {
+// LoadMigrations reads the NNNN_name.sql files of folder dir of fsys (a
+// driver's embedded migrations), in version order.
+func LoadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+	fsys, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
 		return nil, err
