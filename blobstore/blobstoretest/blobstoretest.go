@@ -90,20 +90,16 @@ func commitAndCheck(t *testing.T, s registry.BlobStore, u *registry.Upload, want
 	if err != nil {
 		t.Fatalf("Commit: %v", err)
 	}
-	f, err := s.Open(context.Background(), key)
-	if err != nil {
-		t.Fatalf("Open(%s): %v", key, err)
-	}
-	defer f.Close()
-	got, err := io.ReadAll(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
+	if got := readBlob(t, s, key); !bytes.Equal(got, want) {
 		t.Fatalf("blob %s: read %d bytes that differ from the %d written", key, len(got), len(want))
 	}
 	// Seekable, for Range requests.
 	if len(want) > 10 {
+		f, err := s.Open(context.Background(), key)
+		if err != nil {
+			t.Fatalf("Open(%s): %v", key, err)
+		}
+		defer f.Close()
 		if _, err := f.Seek(5, io.SeekStart); err != nil {
 			t.Fatalf("Seek: %v", err)
 		}
@@ -128,6 +124,20 @@ func readBlob(t *testing.T, s registry.BlobStore, key string) []byte {
 		t.Fatalf("read %s: %v", key, err)
 	}
 	return got
+}
+
+// checkReader: the session's Reader reads back data.
+func checkReader(t *testing.T, s registry.BlobStore, u *registry.Upload, data []byte) {
+	t.Helper()
+	rd, err := s.Uploads().Reader(context.Background(), u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rd)
+	rd.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Reader: %d bytes, err %v", len(got), err)
+	}
 }
 
 func testChunkSizes(t *testing.T, s registry.BlobStore) {
@@ -178,15 +188,7 @@ func testTinyChunks(t *testing.T, s registry.BlobStore) {
 	appendAll(t, s, u, data[:5<<20-20], 5<<20-20)
 	appendAll(t, s, u, data[5<<20-20:5<<20+20], 1)
 	appendAll(t, s, u, data[5<<20+20:], 1000)
-	rd, err := s.Uploads().Reader(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rd)
-	rd.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("Reader: %d bytes, err %v", len(got), err)
-	}
+	checkReader(t, s, u, data)
 	commitAndCheck(t, s, u, data)
 }
 
@@ -208,15 +210,7 @@ func testReader(t *testing.T, s registry.BlobStore) {
 	u := newUpload(t, s)
 	data := randomBytes(10000)
 	appendAll(t, s, u, data, 3333)
-	rd, err := s.Uploads().Reader(context.Background(), u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(rd)
-	rd.Close()
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("Reader: %d bytes, err %v", len(got), err)
-	}
+	checkReader(t, s, u, data)
 }
 
 func testConcurrentIdentical(t *testing.T, s registry.BlobStore) {
