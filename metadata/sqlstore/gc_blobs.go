@@ -46,23 +46,13 @@ func (s *Store) BlobCandidatesAfter(ctx context.Context, before time.Time, after
 		query += ` AND (q.review_from, q.digest) > (?, ?)`
 		args = append(args, after.ReviewFrom, string(after.Digest))
 	}
-	rows, err := s.read.QueryContext(ctx, s.q(query+` ORDER BY q.review_from, q.digest LIMIT ?`), append(args, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []gc.QueuedBlob
-	for rows.Next() {
-		var e gc.QueuedBlob
+	return queryAll(ctx, s, s.read, query+` ORDER BY q.review_from, q.digest LIMIT ?`, append(args, limit), func(rows *sql.Rows) (e gc.QueuedBlob, err error) {
 		var d string
 		var garbage int
-		if err := rows.Scan(&d, &e.ReviewFrom, &garbage); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&d, &e.ReviewFrom, &garbage)
 		e.Digest, e.Garbage = digest.Digest(d), garbage != 0
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, err
+	})
 }
 
 // CollectBlobs removes from the database the blobs of ds that are still

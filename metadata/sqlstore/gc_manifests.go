@@ -37,23 +37,13 @@ func (s *Store) UntaggedCandidatesAfter(ctx context.Context, before time.Time, a
 		query += ` AND (q.review_from, q.repo, q.digest) > (?, ?, ?)`
 		args = append(args, after.ReviewFrom, after.Repo, string(after.Digest))
 	}
-	rows, err := s.read.QueryContext(ctx, s.q(query+` ORDER BY q.review_from, q.repo, q.digest LIMIT ?`), append(args, limit)...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []gc.QueuedManifest
-	for rows.Next() {
-		var e gc.QueuedManifest
+	return queryAll(ctx, s, s.read, query+` ORDER BY q.review_from, q.repo, q.digest LIMIT ?`, append(args, limit), func(rows *sql.Rows) (e gc.QueuedManifest, err error) {
 		var d string
 		var garbage int
-		if err := rows.Scan(&e.Repo, &d, &e.ReviewFrom, &garbage); err != nil {
-			return nil, err
-		}
+		err = rows.Scan(&e.Repo, &d, &e.ReviewFrom, &garbage)
 		e.Digest, e.Garbage = digest.Digest(d), garbage != 0
-		out = append(out, e)
-	}
-	return out, rows.Err()
+		return e, err
+	})
 }
 
 // SettleManifests drops the manifest queue entries of refs that need no

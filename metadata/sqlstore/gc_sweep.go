@@ -16,22 +16,13 @@ import (
 // PendingBlobDeletionsAfter lists up to limit queued storage deletions of
 // digests after after ("" from the start), in digest order.
 func (s *Store) PendingBlobDeletionsAfter(ctx context.Context, after digest.Digest, limit int) ([]gc.PendingDeletion, error) {
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT digest, deleting_key FROM gc_blob_reviews WHERE deleting_key IS NOT NULL AND digest > ? ORDER BY digest LIMIT ?`), string(after), limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []gc.PendingDeletion
-	for rows.Next() {
-		var p gc.PendingDeletion
-		var d string
-		if err := rows.Scan(&d, &p.Key); err != nil {
-			return nil, err
-		}
-		p.Digest = digest.Digest(d)
-		out = append(out, p)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, s.read, `SELECT digest, deleting_key FROM gc_blob_reviews WHERE deleting_key IS NOT NULL AND digest > ? ORDER BY digest LIMIT ?`,
+		[]any{string(after), limit}, func(rows *sql.Rows) (p gc.PendingDeletion, err error) {
+			var d string
+			err = rows.Scan(&d, &p.Key)
+			p.Digest = digest.Digest(d)
+			return p, err
+		})
 }
 
 // FinishBlobDeletions deletes the queued storage objects of ds with del,

@@ -691,6 +691,24 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
+// queryAll runs query on db and returns row's reading of each row.
+func queryAll[T any](ctx context.Context, s *Store, db querier, query string, args []any, row func(*sql.Rows) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := row(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // queryStrings runs a query of one string column on db and returns the
 // values (never nil).
 func (s *Store) queryStrings(ctx context.Context, db querier, query string, args ...any) ([]string, error) {
