@@ -647,20 +647,8 @@ func (s *Store) DeleteUpload(ctx context.Context, id string) (err error) {
 // ExpiredUploads implements registry.MetadataStore.
 func (s *Store) ExpiredUploads(ctx context.Context, before time.Time, n int) (_ []*registry.Upload, err error) {
 	defer s.down(&err)
-	rows, err := s.read.QueryContext(ctx, s.q(`SELECT `+uploadCols+` FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?`), before.UnixNano(), limit(n))
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []*registry.Upload
-	for rows.Next() {
-		u, err := scanUpload(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s, s.read, `SELECT `+uploadCols+` FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?`, []any{before.UnixNano(), limit(n)},
+		func(rows *sql.Rows) (*registry.Upload, error) { return scanUpload(rows) })
 }
 
 // Ping implements registry.MetadataStore.
