@@ -216,34 +216,26 @@ func TestParseManifestSHA512(t *testing.T) {
 }
 
 func TestParseManifestInferredMediaType(t *testing.T) {
-	// The OCI image spec lets mediaType be omitted; the shape decides.
-	img := ociManifest()
-	delete(img, "mediaType")
-	m, err := ParseManifest("", mustJSON(t, img), digest.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.MediaType != MediaTypeOCIManifest {
-		t.Fatalf("inferred %q for an image manifest", m.MediaType)
-	}
-	idx := ociIndex()
-	delete(idx, "mediaType")
-	m, err = ParseManifest("application/json", mustJSON(t, idx), digest.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.MediaType != MediaTypeOCIIndex {
-		t.Fatalf("inferred %q for an index", m.MediaType)
-	}
-	// Without mediaType in the body, the Content-Type decides.
-	d := dockerManifest()
-	delete(d, "mediaType")
-	m, err = ParseManifest(MediaTypeDockerManifest, mustJSON(t, d), digest.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.MediaType != MediaTypeDockerManifest {
-		t.Fatalf("got %q, want the Content-Type's %q", m.MediaType, MediaTypeDockerManifest)
+	// The OCI image spec lets mediaType be omitted; the shape decides,
+	// and the Content-Type where the shape does not.
+	for _, tc := range []struct {
+		name        string
+		doc         map[string]any
+		contentType string
+		want        string
+	}{
+		{"image manifest", ociManifest(), "", MediaTypeOCIManifest},
+		{"index", ociIndex(), "application/json", MediaTypeOCIIndex},
+		{"Content-Type decides", dockerManifest(), MediaTypeDockerManifest, MediaTypeDockerManifest},
+	} {
+		delete(tc.doc, "mediaType")
+		m, err := ParseManifest(tc.contentType, mustJSON(t, tc.doc), digest.SHA256)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if m.MediaType != tc.want {
+			t.Fatalf("%s: inferred %q, want %q", tc.name, m.MediaType, tc.want)
+		}
 	}
 }
 

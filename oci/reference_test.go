@@ -31,6 +31,29 @@ func wantCode(t *testing.T, err error, code Code) {
 	}
 }
 
+// wantValid fails for each input fn refuses.
+func wantValid(t *testing.T, name string, fn func(string) error, inputs []string) {
+	t.Helper()
+	for _, in := range inputs {
+		if err := fn(in); err != nil {
+			t.Errorf("%s(%q) = %v, want nil", name, in, err)
+		}
+	}
+}
+
+// wantInvalid fails for each input fn accepts or refuses with another code.
+func wantInvalid(t *testing.T, name string, fn func(string) error, code Code, inputs []string) {
+	t.Helper()
+	for _, in := range inputs {
+		err := fn(in)
+		if err == nil {
+			t.Errorf("%s(%q) = nil error, want %s", name, in, code)
+			continue
+		}
+		wantCode(t, err, code)
+	}
+}
+
 func TestValidateName(t *testing.T) {
 	valid := []string{
 		"a",
@@ -53,11 +76,7 @@ func TestValidateName(t *testing.T) {
 		strings.Repeat("a", MaxNameLength),
 		strings.Repeat("ab/", 84) + "abc", // 255 chars with many components
 	}
-	for _, name := range valid {
-		if err := ValidateName(name); err != nil {
-			t.Errorf("ValidateName(%q) = %v, want nil", name, err)
-		}
-	}
+	wantValid(t, "ValidateName", ValidateName, valid)
 	if n := len(strings.Repeat("ab/", 84) + "abc"); n != MaxNameLength {
 		t.Fatalf("test name has %d chars, want %d", n, MaxNameLength)
 	}
@@ -97,14 +116,7 @@ func TestValidateName(t *testing.T) {
 		strings.Repeat("a", MaxNameLength+1),
 		strings.Repeat("ab/", 84) + "abcd", // 256 chars
 	}
-	for _, name := range invalid {
-		err := ValidateName(name)
-		if err == nil {
-			t.Errorf("ValidateName(%q) = nil, want NAME_INVALID", name)
-			continue
-		}
-		wantCode(t, err, CodeNameInvalid)
-	}
+	wantInvalid(t, "ValidateName", ValidateName, CodeNameInvalid, invalid)
 }
 
 func TestValidateNameErrorIsTruncated(t *testing.T) {
@@ -131,11 +143,7 @@ func TestValidateTag(t *testing.T) {
 		strings.Repeat("t", MaxTagLength),
 		"_" + strings.Repeat(".", MaxTagLength-1),
 	}
-	for _, tag := range valid {
-		if err := ValidateTag(tag); err != nil {
-			t.Errorf("ValidateTag(%q) = %v, want nil", tag, err)
-		}
-	}
+	wantValid(t, "ValidateTag", ValidateTag, valid)
 	invalid := []string{
 		"",
 		".hidden",
@@ -152,14 +160,7 @@ func TestValidateTag(t *testing.T) {
 		"tag\n",
 		strings.Repeat("t", MaxTagLength+1),
 	}
-	for _, tag := range invalid {
-		err := ValidateTag(tag)
-		if err == nil {
-			t.Errorf("ValidateTag(%q) = nil, want TAG_INVALID", tag)
-			continue
-		}
-		wantCode(t, err, CodeTagInvalid)
-	}
+	wantInvalid(t, "ValidateTag", ValidateTag, CodeTagInvalid, invalid)
 }
 
 func TestParseDigest(t *testing.T) {
@@ -202,14 +203,7 @@ func TestParseDigest(t *testing.T) {
 		" sha256:" + hex64,
 		"sha256::" + hex64,
 	}
-	for _, s := range invalid {
-		_, err := ParseDigest(s)
-		if err == nil {
-			t.Errorf("ParseDigest(%q) = nil error, want DIGEST_INVALID", s)
-			continue
-		}
-		wantCode(t, err, CodeDigestInvalid)
-	}
+	wantInvalid(t, "ParseDigest", func(s string) error { _, err := ParseDigest(s); return err }, CodeDigestInvalid, invalid)
 }
 
 func TestParseReference(t *testing.T) {
@@ -239,30 +233,23 @@ func TestParseReference(t *testing.T) {
 		}
 	}
 
-	for _, tc := range []struct {
-		in   string
-		code Code
-	}{
-		{"", CodeTagInvalid},
-		{".latest", CodeTagInvalid},
-		{"-latest", CodeTagInvalid},
-		{"a/b", CodeTagInvalid},
-		{strings.Repeat("a", MaxTagLength+1), CodeTagInvalid},
-		// Anything with a colon is a digest, and must be a valid one.
-		{"latest:1", CodeDigestInvalid},
-		{":", CodeDigestInvalid},
-		{"sha256:" + hex64[:10], CodeDigestInvalid},
-		{"sha256:" + strings.ToUpper(hex64), CodeDigestInvalid},
-		{"md5:0123456789abcdef0123456789abcdef", CodeDigestInvalid},
-		{"sha384:" + hex64 + hex64[:32], CodeDigestInvalid},
-	} {
-		_, err := ParseReference(tc.in)
-		if err == nil {
-			t.Errorf("ParseReference(%q) = nil error, want %s", tc.in, tc.code)
-			continue
-		}
-		wantCode(t, err, tc.code)
-	}
+	parse := func(s string) error { _, err := ParseReference(s); return err }
+	wantInvalid(t, "ParseReference", parse, CodeTagInvalid, []string{
+		"",
+		".latest",
+		"-latest",
+		"a/b",
+		strings.Repeat("a", MaxTagLength+1),
+	})
+	// Anything with a colon is a digest, and must be a valid one.
+	wantInvalid(t, "ParseReference", parse, CodeDigestInvalid, []string{
+		"latest:1",
+		":",
+		"sha256:" + hex64[:10],
+		"sha256:" + strings.ToUpper(hex64),
+		"md5:0123456789abcdef0123456789abcdef",
+		"sha384:" + hex64 + hex64[:32],
+	})
 }
 
 func TestErrorIs(t *testing.T) {
