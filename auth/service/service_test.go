@@ -84,16 +84,7 @@ type fixtureOpts struct {
 func newFixture(t *testing.T, mode service.Mode, fo ...fixtureOpts) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &htpasswd.File{}
-	for u, p := range users {
-		if err := f.Set(u, p, bcrypt.MinCost); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hp := filepath.Join(dir, "htpasswd")
-	if err := f.Save(hp); err != nil {
-		t.Fatal(err)
-	}
+	hp := wharftest.WriteHtpasswd(t, dir, users)
 	policy, err := auth.CompilePolicy(policySpec)
 	if err != nil {
 		t.Fatal(err)

@@ -21,16 +21,7 @@ var AuthUsers = map[string]string{"reader": "reader-pw", "admin": "admin-pw"}
 func StartAuth(t testing.TB, mode service.Mode) *Registry {
 	t.Helper()
 	dir := t.TempDir()
-	f := &htpasswd.File{}
-	for u, p := range AuthUsers {
-		if err := f.Set(u, p, bcrypt.MinCost); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hp := filepath.Join(dir, "htpasswd")
-	if err := f.Save(hp); err != nil {
-		t.Fatal(err)
-	}
+	hp := WriteHtpasswd(t, dir, AuthUsers)
 	return Start(t, Options{Dir: dir, Config: func(c *config.Config) {
 		c.Auth.Mode, c.Auth.Htpasswd, c.Auth.Service = string(mode), hp, "wharf-test"
 		c.Auth.Token.Issuer = "wharf-test-issuer"
@@ -40,4 +31,21 @@ func StartAuth(t testing.TB, mode service.Mode) *Registry {
 			Rules:  []auth.RuleSpec{{Users: []string{"reader"}, Repos: []string{"team/**"}, Actions: []string{"pull"}}},
 		}
 	}})
+}
+
+// WriteHtpasswd writes users (name to password) as dir/htpasswd, hashed at
+// bcrypt's lowest cost to keep tests fast, and returns its path.
+func WriteHtpasswd(t testing.TB, dir string, users map[string]string) string {
+	t.Helper()
+	f := &htpasswd.File{}
+	for u, p := range users {
+		if err := f.Set(u, p, bcrypt.MinCost); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hp := filepath.Join(dir, "htpasswd")
+	if err := f.Save(hp); err != nil {
+		t.Fatal(err)
+	}
+	return hp
 }
