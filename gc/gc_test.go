@@ -3,7 +3,6 @@ package gc_test
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -24,8 +23,8 @@ import (
 	"github.com/wharf-registry/wharf/gc/gctest"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
+	"github.com/wharf-registry/wharf/metadata/metadatatest"
 	"github.com/wharf-registry/wharf/metadata/postgres"
-	"github.com/wharf-registry/wharf/metadata/sqlite"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -48,18 +47,8 @@ type backend struct {
 
 var backends = []backend{
 	{"sqlite", func(t *testing.T) (registry.MetadataStore, gc.Store, gctest.DB) {
-		p := filepath.Join(t.TempDir(), "wharf.db")
-		s, err := sqlite.Open(context.Background(), p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		db, err := sql.Open("sqlite", "file:"+p+"?_pragma=busy_timeout(10000)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return s, s, gctest.DB{DB: db}
+		s, db := metadatatest.OpenSQLite(t)
+		return s, s, db
 	}},
 	{"postgres", func(t *testing.T) (registry.MetadataStore, gc.Store, gctest.DB) {
 		s, err := postgres.Open(context.Background(), postgres.Options{DSN: pgtest.DSN(t), MaxConns: 16})

@@ -2,7 +2,6 @@ package sqlite_test
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,18 +27,7 @@ func TestContract(t *testing.T) {
 // through a connection of its own to the same file.
 func TestGCContract(t *testing.T) {
 	gctest.Run(t, func(t *testing.T) (gctest.Store, gctest.DB) {
-		p := filepath.Join(t.TempDir(), "wharf.db")
-		s, err := sqlite.Open(context.Background(), p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		db, err := sql.Open("sqlite", "file:"+p+"?_pragma=busy_timeout(10000)")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { db.Close() })
-		return s, gctest.DB{DB: db}
+		return metadatatest.OpenSQLite(t)
 	})
 }
 
