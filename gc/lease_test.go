@@ -2,6 +2,7 @@ package gc_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -26,6 +27,22 @@ func slowPass(per time.Duration, hook func(n int64)) (gc.Options, *atomic.Int64)
 	}}, &n
 }
 
+// pushUntagged pushes n untagged manifests to lease/app for a pass to
+// delete, each with a layer of its own.
+func pushUntagged(t *testing.T, e *env, n int) {
+	for i := range n {
+		e.push(t, "lease/app", "", fmt.Sprintf(`{"m":%d}`, i), fmt.Sprintf("layer %d", i))
+	}
+}
+
+// waitDeleted waits up to 10s for a pass to have deleted n manifests.
+func waitDeleted(deleted *atomic.Int64, n int64) {
+	deadline := time.Now().Add(10 * time.Second)
+	for deleted.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func runWorker(w *gc.Worker) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -43,9 +60,7 @@ func TestWorkerRenewsLease(t *testing.T) {
 			per = 100 * time.Millisecond
 			ttl = 240 * time.Millisecond
 		)
-		for i := range n {
-			e.push(t, "lease/app", "", `{"m":`+string(rune('0'+i))+`}`, "layer "+string(rune('a'+i)))
-		}
+		pushUntagged(t, e, n)
 		var (
 			first, last atomic.Int64 // unix nanos of the pass's first and last deletion
 			intruded    atomic.Int64 // holder "c" got the lease during the pass
@@ -77,10 +92,7 @@ func TestWorkerRenewsLease(t *testing.T) {
 			}}
 		stopB := runWorker(b)
 		defer stopB()
-		deadline := time.Now().Add(10 * time.Second)
-		for deleted.Load() < n && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitDeleted(deleted, n)
 		stopB()
 		if got := deleted.Load(); got != n {
 			t.Fatalf("the pass deleted %d of %d manifests", got, n)
@@ -107,9 +119,7 @@ func TestWorkerStopsOnLostLease(t *testing.T) {
 			ttl    = 300 * time.Millisecond
 			stolen = 3
 		)
-		for i := range n {
-			e.push(t, "lease/app", "", `{"m":"`+string(rune('A'+i))+`"}`, "layer "+string(rune('a'+i)))
-		}
+		pushUntagged(t, e, n)
 		ctx := context.Background()
 		var stealErr atomic.Value
 		opts, deleted := slowPass(per, func(k int64) {
@@ -129,10 +139,7 @@ func TestWorkerStopsOnLostLease(t *testing.T) {
 			Holder: "a", Tick: 10 * time.Millisecond, LeaseTTL: ttl, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 		stop := runWorker(a)
 		defer stop()
-		deadline := time.Now().Add(10 * time.Second)
-		for deleted.Load() < stolen && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitDeleted(deleted, stolen)
 		// Within a renewal period (ttl/3) plus one deletion the pass stops;
 		// left alone it would take n*per = 1s more.
 		time.Sleep(ttl)
