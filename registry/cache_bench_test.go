@@ -43,6 +43,20 @@ func benchRegistry(b *testing.B) (*registry.Registry, digest.Digest) {
 	return reg, cd
 }
 
+// benchParallel measures op run from as many goroutines as there are
+// cores, failing b on its first error.
+func benchParallel(b *testing.B, op func() error) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // BenchmarkManifestCacheHit is the manifest GET hot path: a tag served
 // from the cache, from as many goroutines as there are cores.
 func BenchmarkManifestCacheHit(b *testing.B) {
@@ -51,28 +65,12 @@ func BenchmarkManifestCacheHit(b *testing.B) {
 	if _, err := reg.Manifest(ctx, "team/app", ref); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := reg.Manifest(ctx, "team/app", ref); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchParallel(b, func() error { _, err := reg.Manifest(ctx, "team/app", ref); return err })
 }
 
 // BenchmarkStatBlobCacheHit is the blob GET hot path's lookup.
 func BenchmarkStatBlobCacheHit(b *testing.B) {
 	reg, d := benchRegistry(b)
 	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := reg.StatBlob(ctx, "team/app", d); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+	benchParallel(b, func() error { _, err := reg.StatBlob(ctx, "team/app", d); return err })
 }
