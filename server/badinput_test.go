@@ -382,6 +382,13 @@ func TestBadInput(t *testing.T) {
 			}
 		}
 	}
+	// refusedRange is a PATCH of "world" to a session holding "hello"
+	// refused for its Content-Range, the session left as it was.
+	refusedRange := func(name, contentRange string) badCase {
+		return badCase{name: name, setup: withSession,
+			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), header: map[string]string{"Content-Range": contentRange}},
+			status: 416, code: oci.CodeRangeInvalid, after: sessionIntact}
+	}
 	index := func(children ...digest.Digest) []byte {
 		var ms []any
 		for _, c := range children {
@@ -503,21 +510,13 @@ func TestBadInput(t *testing.T) {
 		{name: "PATCH rewriting from the start", setup: withSession,
 			req:    request{method: "PATCH", path: "{u}", body: []byte("HELLO"), header: map[string]string{"Content-Range": "0-4"}},
 			status: 416, code: oci.CodeRangeInvalid, after: sessionIntact},
-		{name: "PATCH malformed Content-Range", setup: withSession,
-			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), header: map[string]string{"Content-Range": "five-nine"}},
-			status: 416, code: oci.CodeRangeInvalid, after: sessionIntact},
-		{name: "PATCH Content-Range end before start", setup: withSession,
-			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), header: map[string]string{"Content-Range": "9-5"}},
-			status: 416, code: oci.CodeRangeInvalid, after: sessionIntact},
-		{name: "PATCH Content-Range with a sign", setup: withSession,
-			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), header: map[string]string{"Content-Range": "+5-+9"}},
-			status: 416, code: oci.CodeRangeInvalid, after: sessionIntact},
+		refusedRange("PATCH malformed Content-Range", "five-nine"),
+		refusedRange("PATCH Content-Range end before start", "9-5"),
+		refusedRange("PATCH Content-Range with a sign", "+5-+9"),
 		{name: "PATCH Content-Range whose length overflows", setup: emptySession,
 			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), chunked: true, header: map[string]string{"Content-Range": "0-9223372036854775807"}},
 			status: 416, code: oci.CodeRangeInvalid},
-		{name: "PATCH Content-Length not matching Content-Range", setup: withSession,
-			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), header: map[string]string{"Content-Range": "5-19"}},
-			status: 416, code: oci.CodeRangeInvalid, after: sessionIntact},
+		refusedRange("PATCH Content-Length not matching Content-Range", "5-19"),
 		{name: "PATCH body shorter than its Content-Range", setup: withSession,
 			req:    request{method: "PATCH", path: "{u}", body: []byte("world"), chunked: true, header: map[string]string{"Content-Range": "5-19"}},
 			status: 400, code: oci.CodeSizeInvalid, after: sessionIntact},
