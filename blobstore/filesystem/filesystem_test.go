@@ -15,13 +15,29 @@ import (
 	"github.com/wharf-registry/wharf/registry"
 )
 
+// newStore is a store on dir.
+func newStore(t *testing.T, dir string) *filesystem.Store {
+	t.Helper()
+	s, err := filesystem.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// begin opens upload u in s.
+func begin(t *testing.T, s *filesystem.Store, u *registry.Upload) *registry.Upload {
+	t.Helper()
+	if err := s.Begin(t.Context(), u); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 func TestContract(t *testing.T) {
 	roots := map[registry.BlobStore]string{}
 	open := func(t *testing.T, dir string) registry.BlobStore {
-		s, err := filesystem.New(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newStore(t, dir)
 		roots[s] = dir
 		return s
 	}
@@ -32,10 +48,7 @@ func TestContract(t *testing.T) {
 }
 
 func TestInvalidKeys(t *testing.T) {
-	s, err := filesystem.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, t.TempDir())
 	for _, key := range []string{"", "../etc/passwd", "/etc/passwd", "blobs/../../x"} {
 		if _, err := s.Open(t.Context(), key); err == nil {
 			t.Errorf("Open(%q) succeeded", key)
@@ -48,19 +61,9 @@ func TestInvalidKeys(t *testing.T) {
 // holder.
 func TestLockExcludesOtherProcesses(t *testing.T) {
 	dir := t.TempDir()
-	a, err := filesystem.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := filesystem.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := newStore(t, dir), newStore(t, dir)
 	ctx := context.Background()
-	u := &registry.Upload{ID: "racing-session"}
-	if err := a.Begin(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := begin(t, a, &registry.Upload{ID: "racing-session"})
 	unlock, err := a.Lock(ctx, u)
 	if err != nil {
 		t.Fatal(err)
@@ -80,25 +83,16 @@ func TestLockExcludesOtherProcesses(t *testing.T) {
 // creates, are this user's only.
 func TestPrivateFiles(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "data", "blobs")
-	s, err := filesystem.New(root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, root)
 	ctx := context.Background()
-	u := &registry.Upload{ID: "private"}
-	if err := s.Begin(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := begin(t, s, &registry.Upload{ID: "private"})
 	body := []byte("private bytes")
 	n, err := s.Append(ctx, u, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	u.Offset = n
-	open := &registry.Upload{ID: "open"}
-	if err := s.Begin(ctx, open); err != nil {
-		t.Fatal(err)
-	}
+	begin(t, s, &registry.Upload{ID: "open"})
 	if _, err := s.Commit(ctx, u, digest.FromBytes(body)); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/wharf-registry/wharf/blobstore/filesystem"
 	"github.com/wharf-registry/wharf/internal/tmpfstest"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -19,15 +18,9 @@ import (
 // persisted offset.
 func TestFullDiskIsInsufficientStorage(t *testing.T) {
 	dir := tmpfstest.Mount(t, 4<<20)
-	s, err := filesystem.New(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newStore(t, dir)
 	ctx := t.Context()
-	u := &registry.Upload{ID: "full1", Repo: "a", HashAlg: digest.SHA256, CreatedAt: time.Now()}
-	if err := s.Begin(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	u := begin(t, s, &registry.Upload{ID: "full1", Repo: "a", HashAlg: digest.SHA256, CreatedAt: time.Now()})
 	data := bytes.Repeat([]byte("wharf"), 200<<10) // ~1 MiB
 	free := tmpfstest.Fill(t, dir)
 	if _, err := s.Append(ctx, u, bytes.NewReader(data)); !errors.Is(err, registry.ErrInsufficientStorage) {
