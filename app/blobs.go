@@ -18,13 +18,7 @@ func OpenBlobStore(ctx context.Context, cfg config.Config) (blobs registry.BlobS
 	switch cfg.Storage.Driver {
 	case "s3":
 		c := cfg.Storage.S3
-		st, err := s3.New(ctx, s3.Options{
-			Endpoint: c.Endpoint, Region: c.Region, Bucket: c.Bucket, Prefix: c.Prefix,
-			AccessKey: c.AccessKey, SecretKey: c.SecretKey, PathStyle: c.PathStyle, PartSize: c.PartSize,
-			PublicEndpoint: c.PublicEndpoint, SSE: c.SSE, SSEKMSKeyID: c.SSEKMSKeyID,
-			ResponseContentType:        cfg.Signing.S3.ResponseContentType,
-			ResponseContentDisposition: cfg.Signing.S3.ResponseContentDisposition,
-		})
+		st, err := s3.New(ctx, cfg.S3Options())
 		if err != nil {
 			return nil, "", err
 		}

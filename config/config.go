@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/wharf-registry/wharf/auth"
+	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/signer"
 )
 
@@ -507,34 +508,43 @@ func Reference() []Setting {
 	return out
 }
 
+// S3Options are the blob store's options of storage.s3 (and of the
+// signing.s3 response overrides its pre-signed URLs carry).
+func (c Config) S3Options() s3.Options {
+	o := c.Storage.S3
+	return s3.Options{
+		Endpoint: o.Endpoint, Region: o.Region, Bucket: o.Bucket, Prefix: o.Prefix,
+		AccessKey: o.AccessKey, SecretKey: o.SecretKey, PathStyle: o.PathStyle, PartSize: o.PartSize,
+		PublicEndpoint: o.PublicEndpoint, SSE: o.SSE, SSEKMSKeyID: o.SSEKMSKeyID,
+		ResponseContentType:        c.Signing.S3.ResponseContentType,
+		ResponseContentDisposition: c.Signing.S3.ResponseContentDisposition,
+	}
+}
+
+// settingError names the setting of section (a struct whose fields are
+// named like the store's options) that a store's *OptionError is about.
+func settingError(section string, fields any, err error) error {
+	var oe *s3.OptionError
+	if !errors.As(err, &oe) {
+		return fmt.Errorf("%s: %w", section, err)
+	}
+	key := section
+	if f, ok := reflect.TypeOf(fields).FieldByName(oe.Option); ok {
+		key += "." + f.Tag.Get("yaml")
+	}
+	env := "WHARF_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+	return fmt.Errorf("%s (%s): %w", key, env, oe.Err)
+}
+
 // validateStorage checks storage.* and signing.signer.
 func (c Config) validateStorage() []error {
 	var errs []error
 	switch c.Storage.Driver {
 	case "filesystem":
 	case "s3":
-		if c.Storage.S3.Bucket == "" {
-			errs = append(errs, errors.New("storage.s3.bucket (WHARF_STORAGE_S3_BUCKET) is required with storage.driver s3"))
-		}
-		if p := c.Storage.S3.PartSize; p < 5<<20 || p > 16<<20 {
-			errs = append(errs, fmt.Errorf("storage.s3.part_size %d: want 5242880 to 16777216", p))
-		}
-		if (c.Storage.S3.AccessKey == "") != (c.Storage.S3.SecretKey == "") {
-			errs = append(errs, errors.New("storage.s3.access_key and storage.s3.secret_key: set both, or neither for the AWS default credential chain"))
-		}
-		if e := c.Storage.S3.Endpoint; e != "" && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-			errs = append(errs, fmt.Errorf("storage.s3.endpoint %q must start with http:// or https://", e))
-		}
-		if e := c.Storage.S3.PublicEndpoint; e != "" && !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-			errs = append(errs, fmt.Errorf("storage.s3.public_endpoint %q must start with http:// or https://", e))
-		}
-		switch c.Storage.S3.SSE {
-		case "", "AES256", "aws:kms":
-		default:
-			errs = append(errs, fmt.Errorf("storage.s3.sse %q: want empty (off), AES256 (SSE-S3) or aws:kms (SSE-KMS)", c.Storage.S3.SSE))
-		}
-		if c.Storage.S3.SSEKMSKeyID != "" && c.Storage.S3.SSE != "aws:kms" {
-			errs = append(errs, errors.New("storage.s3.sse_kms_key_id needs storage.s3.sse aws:kms"))
+		// The store's own rules, so both refuse the same settings.
+		if err := c.S3Options().Check(); err != nil {
+			errs = append(errs, settingError("storage.s3", S3{}, err))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem or s3", c.Storage.Driver))

@@ -63,16 +63,41 @@ const (
 	SSEKMS    = string(types.ServerSideEncryptionAwsKms) // SSE-KMS
 )
 
-// CheckSSE validates an SSE mode and KMS key id (shared with the config
-// validation, so both reject the same settings with the same words).
-func CheckSSE(sse, kmsKeyID string) error {
-	switch sse {
+// OptionError names the option a Check refused (a field of Options).
+type OptionError struct {
+	Option string
+	Err    error
+}
+
+func (e *OptionError) Error() string { return e.Err.Error() }
+func (e *OptionError) Unwrap() error { return e.Err }
+
+// Check reports the first option New would refuse (an *OptionError),
+// without contacting anything: the configuration validates its settings
+// with the store's own rules, in the store's words.
+func (o Options) Check() error {
+	bad := func(option string, err error) error { return &OptionError{option, err} }
+	if o.Bucket == "" {
+		return bad("Bucket", errors.New("bucket is required"))
+	}
+	if p := o.PartSize; p != 0 && (p < MinPartSize || p > MaxPartSize) {
+		return bad("PartSize", fmt.Errorf("part size %d: want %d to %d bytes", p, MinPartSize, MaxPartSize))
+	}
+	if (o.AccessKey == "") != (o.SecretKey == "") {
+		return bad("AccessKey", errors.New("set both access key and secret key, or neither (default credential chain)"))
+	}
+	for _, ep := range [...]struct{ option, what, e string }{{"Endpoint", "endpoint", o.Endpoint}, {"PublicEndpoint", "public endpoint", o.PublicEndpoint}} {
+		if u, err := url.Parse(ep.e); ep.e != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			return bad(ep.option, fmt.Errorf("%s %q: want an http:// or https:// URL", ep.what, ep.e))
+		}
+	}
+	switch o.SSE {
 	case "", SSEAES256, SSEKMS:
 	default:
-		return fmt.Errorf("server-side encryption %q: want empty (off), %s (SSE-S3) or %s (SSE-KMS)", sse, SSEAES256, SSEKMS)
+		return bad("SSE", fmt.Errorf("server-side encryption %q: want empty (off), %s (SSE-S3) or %s (SSE-KMS)", o.SSE, SSEAES256, SSEKMS))
 	}
-	if kmsKeyID != "" && sse != SSEKMS {
-		return fmt.Errorf("a KMS key id needs server-side encryption %s", SSEKMS)
+	if o.SSEKMSKeyID != "" && o.SSE != SSEKMS {
+		return bad("SSEKMSKeyID", fmt.Errorf("a KMS key id needs server-side encryption %s", SSEKMS))
 	}
 	return nil
 }
@@ -152,31 +177,17 @@ var (
 
 // New returns a store. It does not contact the server: call Ping for that.
 func New(ctx context.Context, o Options) (*Store, error) {
-	if o.Bucket == "" {
-		return nil, errors.New("s3 store: bucket is required")
+	if err := o.Check(); err != nil {
+		return nil, fmt.Errorf("s3 store: %w", err)
 	}
 	if o.PartSize == 0 {
 		o.PartSize = DefaultPartSize
-	}
-	if o.PartSize < MinPartSize || o.PartSize > MaxPartSize {
-		return nil, fmt.Errorf("s3 store: part size %d: want %d to %d bytes", o.PartSize, MinPartSize, MaxPartSize)
 	}
 	if o.Region == "" {
 		o.Region = "us-east-1"
 	}
 	if o.Prefix != "" && !strings.HasSuffix(o.Prefix, "/") {
 		o.Prefix += "/"
-	}
-	if (o.AccessKey == "") != (o.SecretKey == "") {
-		return nil, errors.New("s3 store: set both access key and secret key, or neither (default credential chain)")
-	}
-	if err := CheckSSE(o.SSE, o.SSEKMSKeyID); err != nil {
-		return nil, fmt.Errorf("s3 store: %w", err)
-	}
-	if e := o.PublicEndpoint; e != "" {
-		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("s3 store: public endpoint %q: want an http:// or https:// URL", e)
-		}
 	}
 	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(o.Region)}
 	switch {
