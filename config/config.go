@@ -20,6 +20,7 @@ import (
 	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/signer"
+	"github.com/wharf-registry/wharf/signer/cdnhmac"
 )
 
 // Config is the whole configuration. The yaml tag of each field is its key
@@ -270,7 +271,8 @@ func Default() Config {
 		Metrics:  Metrics{Enabled: true},
 		Tracing:  Tracing{SampleRatio: 0.1, ServiceName: "wharf"},
 		Redirect: Redirect{Expiry: 20 * time.Minute},
-		Signing:  Signing{Signer: "local"},
+		Signing: Signing{Signer: "local", CDNHMAC: SigningCDNHMAC{
+			ExpiresParam: cdnhmac.DefaultExpiresParam, SignatureParam: cdnhmac.DefaultSignatureParam, KeyIDParam: cdnhmac.DefaultKeyIDParam}},
 		Auth: Auth{
 			Mode: "none", Service: "wharf", BasicCacheTTL: time.Minute, CacheSize: 10000, CacheMaxBytes: 16 << 20,
 			FailedLogins: FailedLogins{PerMinute: 10, Burst: 20},

@@ -34,11 +34,18 @@ type Options struct {
 	Secret []byte
 	// KeyID, when set, is sent in KeyIDParam so the CDN can rotate keys.
 	KeyID string
-	// Query parameter names; defaults "expires", "signature", "kid".
+	// Query parameter names; empty: the Default* names.
 	ExpiresParam, SignatureParam, KeyIDParam string
 	// StripPrefix is removed from each object key (see cloudfront).
 	StripPrefix string
 }
+
+// The query parameter names a signer uses unless told others.
+const (
+	DefaultExpiresParam   = "expires"
+	DefaultSignatureParam = "signature"
+	DefaultKeyIDParam     = "kid"
+)
 
 // Signer is a registry.Signer for HMAC-token CDNs.
 type Signer struct {
@@ -58,13 +65,13 @@ func New(o Options) (*Signer, error) {
 		return nil, errors.New("cdn_hmac signer: the secret must be at least 16 bytes")
 	}
 	if o.ExpiresParam == "" {
-		o.ExpiresParam = "expires"
+		o.ExpiresParam = DefaultExpiresParam
 	}
 	if o.SignatureParam == "" {
-		o.SignatureParam = "signature"
+		o.SignatureParam = DefaultSignatureParam
 	}
 	if o.KeyIDParam == "" {
-		o.KeyIDParam = "kid"
+		o.KeyIDParam = DefaultKeyIDParam
 	}
 	return &Signer{o: o, base: u}, nil
 }
