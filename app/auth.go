@@ -30,7 +30,7 @@ func HtpasswdPath(cfg config.Config) string {
 // token endpoint's handler.
 func newAuth(cfg config.Config, log *slog.Logger) (auth.Authorizer, http.Handler, error) {
 	a := cfg.Auth
-	if a.Mode == "none" {
+	if a.Mode == config.AuthNone {
 		return auth.AllowAll{}, nil, nil
 	}
 	policy, err := auth.CompilePolicy(a.Policy)
@@ -47,7 +47,7 @@ func newAuth(cfg config.Config, log *slog.Logger) (auth.Authorizer, http.Handler
 	if _, err := os.Stat(o.Htpasswd); errors.Is(err, os.ErrNotExist) {
 		log.Warn("no users file: only anonymous access is possible until `wharf user add` creates it", "htpasswd", o.Htpasswd)
 	}
-	if a.Mode == "token" {
+	if a.Mode == config.AuthToken {
 		keyFile := a.Token.KeyFile
 		if keyFile == "" {
 			keyFile = filepath.Join(cfg.DataDir, "token-key.pem")
@@ -80,7 +80,7 @@ func newAuth(cfg config.Config, log *slog.Logger) (auth.Authorizer, http.Handler
 	if err != nil {
 		return nil, nil, err
 	}
-	if a.Mode == "token" {
+	if a.Mode == config.AuthToken {
 		return svc, svc.TokenHandler(), nil
 	}
 	return svc, nil, nil
@@ -116,7 +116,7 @@ func newTLSConfig(c config.TLS) (*tls.Config, error) {
 
 // warnPlainHTTP logs loudly when credentials will travel unencrypted.
 func warnPlainHTTP(cfg config.Config, ln net.Listener, log *slog.Logger) {
-	if cfg.Auth.Mode == "none" || cfg.TLS.Cert != "" {
+	if cfg.Auth.Mode == config.AuthNone || cfg.TLS.Cert != "" {
 		return
 	}
 	if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsLoopback() {

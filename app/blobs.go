@@ -16,7 +16,7 @@ import (
 // where blobs go, for the startup log line.
 func OpenBlobStore(ctx context.Context, cfg config.Config) (blobs registry.BlobStore, where string, err error) {
 	switch cfg.Storage.Driver {
-	case "s3":
+	case config.StorageS3:
 		c := cfg.Storage.S3
 		st, err := s3.New(ctx, cfg.S3Options())
 		if err != nil {
@@ -38,20 +38,20 @@ func OpenBlobStore(ctx context.Context, cfg config.Config) (blobs registry.BlobS
 // store that route streams from the bucket).
 func urlSigner(cfg config.Config, blobs registry.BlobStore, local registry.Signer) (registry.Signer, error) {
 	switch cfg.Signing.Signer {
-	case "s3":
+	case config.SignerS3:
 		st, ok := blobs.(*s3.Store)
 		if !ok {
 			return nil, fmt.Errorf("signing.signer s3 needs storage.driver s3")
 		}
 		return st, nil
-	case "cloudfront":
+	case config.SignerCloudFront:
 		c := cfg.Signing.CloudFront
 		key, err := cloudfront.LoadPrivateKey(c.PrivateKeyFile)
 		if err != nil {
 			return nil, err
 		}
 		return cloudfront.New(cloudfront.Options{BaseURL: c.BaseURL, KeyPairID: c.KeyPairID, PrivateKey: key, StripPrefix: c.StripPrefix})
-	case "cdn_hmac":
+	case config.SignerCDNHMAC:
 		c := cfg.Signing.CDNHMAC
 		return cdnhmac.New(cdnhmac.Options{BaseURL: c.BaseURL, Secret: []byte(c.Secret), KeyID: c.KeyID,
 			ExpiresParam: c.ExpiresParam, SignatureParam: c.SignatureParam, KeyIDParam: c.KeyIDParam, StripPrefix: c.StripPrefix})

@@ -28,7 +28,7 @@ type MetaStore interface {
 // describes it for logs, without credentials.
 func OpenMetadata(ctx context.Context, cfg config.Config, log *slog.Logger) (m MetaStore, where string, err error) {
 	switch cfg.Metadata.Driver {
-	case "postgres":
+	case config.MetadataPostgres:
 		s, err := postgres.Open(ctx, postgres.Options{DSN: cfg.Metadata.Postgres.DSN, MaxConns: int32(cfg.Metadata.Postgres.MaxConns), Logger: log})
 		if err != nil {
 			return nil, "", err
@@ -57,7 +57,7 @@ func SQLitePath(cfg config.Config) string {
 // schema_migrations when it is missing, so it is asked only when the
 // table exists; without it (a database never migrated) all are pending.
 func PendingMigrations(ctx context.Context, cfg config.Config) ([]sqlstore.Migration, error) {
-	if cfg.Metadata.Driver == "postgres" {
+	if cfg.Metadata.Driver == config.MetadataPostgres {
 		all, err := postgres.Migrations()
 		if err != nil {
 			return nil, err
@@ -121,7 +121,7 @@ func background(ctx context.Context, cfg config.Config, meta MetaStore, reg *reg
 // is told what a pass changed.
 func GCOptions(cfg config.Config, reg *registry.Registry, log *slog.Logger, dry bool) gc.Options {
 	o := gc.Options{
-		ReviewDelay: cfg.GC.ReviewDelay, DeleteUntagged: cfg.GC.Untagged == "delete", UntaggedAfter: cfg.GC.UntaggedAfter,
+		ReviewDelay: cfg.GC.ReviewDelay, DeleteUntagged: cfg.GC.Untagged == config.UntaggedDelete, UntaggedAfter: cfg.GC.UntaggedAfter,
 		DryRun: dry, Logger: log,
 	}
 	if reg != nil {

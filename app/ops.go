@@ -161,12 +161,12 @@ func (o *ops) serverOptions(so *server.Options) error {
 func checks(cfg config.Config, meta registry.MetadataStore, blobs registry.BlobStore, blobRoot string) []health.Check {
 	embedded := health.Embedded(meta, SQLitePath(cfg), blobRoot)
 	cs := []health.Check{health.Ping("metadata", meta)}
-	if cfg.Metadata.Driver == "sqlite" {
+	if cfg.Metadata.Driver == config.MetadataSQLite {
 		cs[0] = embedded[0]
 	}
 	if p, ok := blobs.(health.Pinger); ok {
 		cs = append(cs, health.Ping("blobs", p))
-	} else if cfg.Storage.Driver == "filesystem" {
+	} else if cfg.Storage.Driver == config.StorageFilesystem {
 		cs = append(cs, embedded[1])
 	}
 	return cs

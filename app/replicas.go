@@ -13,7 +13,7 @@ import (
 // signing keys, token key or users file reject each other's signed URLs
 // and tokens and disagree on users.
 func warnPerReplicaFiles(cfg config.Config, log *slog.Logger) {
-	if cfg.Metadata.Driver != "postgres" {
+	if cfg.Metadata.Driver != config.MetadataPostgres {
 		return
 	}
 	atDefault := func(set, name string) bool {
@@ -26,10 +26,10 @@ func warnPerReplicaFiles(cfg config.Config, log *slog.Logger) {
 	if cfg.Signing.Keys == "" && atDefault(cfg.Signing.KeysFile, "signing-keys.json") {
 		warn("signing.keys_file", "signing-keys.json")
 	}
-	if cfg.Auth.Mode == "token" && atDefault(cfg.Auth.Token.KeyFile, "token-key.pem") {
+	if cfg.Auth.Mode == config.AuthToken && atDefault(cfg.Auth.Token.KeyFile, "token-key.pem") {
 		warn("auth.token.key_file", "token-key.pem")
 	}
-	if (cfg.Auth.Mode == "basic" || cfg.Auth.Mode == "token") && atDefault(cfg.Auth.Htpasswd, "htpasswd") {
+	if (cfg.Auth.Mode == config.AuthBasic || cfg.Auth.Mode == config.AuthToken) && atDefault(cfg.Auth.Htpasswd, "htpasswd") {
 		warn("auth.htpasswd", "htpasswd")
 	}
 }

@@ -79,8 +79,8 @@ func TestPerReplicaFileWarnings(t *testing.T) {
 // on PostgreSQL, and not on SQLite.
 func TestNewWarnsPerReplicaFiles(t *testing.T) {
 	dsn := pgtest.DSN(t)
-	for _, driver := range []string{"postgres", "sqlite"} {
-		t.Run(driver, func(t *testing.T) {
+	for _, driver := range []config.MetadataDriver{config.MetadataPostgres, config.MetadataSQLite} {
+		t.Run(string(driver), func(t *testing.T) {
 			cfg := config.Default()
 			cfg.DataDir, cfg.Addr = t.TempDir(), "127.0.0.1:0"
 			cfg.Auth.Mode = "token"

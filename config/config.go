@@ -66,7 +66,7 @@ type Metrics struct {
 
 // Auth configures authentication and authorization.
 type Auth struct {
-	Mode          string        `yaml:"mode" doc:"none (everyone may do everything), basic (Basic credentials on /v2/) or token (bearer tokens from the token service)"`
+	Mode          AuthMode      `yaml:"mode" doc:"none (everyone may do everything), basic (Basic credentials on /v2/) or token (bearer tokens from the token service)"`
 	Htpasswd      string        `yaml:"htpasswd" doc:"users file, bcrypt only (default <data_dir>/htpasswd; manage it with wharf user)"`
 	Service       string        `yaml:"service" doc:"service name of the token service (the tokens' audience)"`
 	BasicCacheTTL time.Duration `yaml:"basic_cache_ttl" doc:"how long verified Basic credentials are remembered"`
@@ -114,7 +114,7 @@ type Signing struct {
 	// Keys gives the keys inline, so replicas need no shared file.
 	Keys string `yaml:"keys" doc:"HMAC keys inline instead of keys_file: id:base64-secret,... (32+ bytes each; the first signs, all verify; prefer the environment variable)"`
 	// Signer chooses who signs blob URLs (redirects, the batch endpoint).
-	Signer     string            `yaml:"signer" doc:"local (the registry's own download route), s3 (pre-signed bucket URLs; needs storage.driver s3), cloudfront or cdn_hmac"`
+	Signer     SignerKind        `yaml:"signer" doc:"local (the registry's own download route), s3 (pre-signed bucket URLs; needs storage.driver s3), cloudfront or cdn_hmac"`
 	S3         SigningS3         `yaml:"s3"`
 	CloudFront SigningCloudFront `yaml:"cloudfront"`
 	CDNHMAC    SigningCDNHMAC    `yaml:"cdn_hmac"`
@@ -154,9 +154,9 @@ type Log struct {
 
 // Storage chooses and configures the blob store.
 type Storage struct {
-	Driver     string     `yaml:"driver" doc:"blob store: filesystem or s3"`
-	Filesystem Filesystem `yaml:"filesystem"`
-	S3         S3         `yaml:"s3"`
+	Driver     StorageDriver `yaml:"driver" doc:"blob store: filesystem or s3"`
+	Filesystem Filesystem    `yaml:"filesystem"`
+	S3         S3            `yaml:"s3"`
 }
 
 // S3 configures the S3-compatible blob store (AWS S3, MinIO, R2, Ceph RGW).
@@ -184,9 +184,9 @@ type Filesystem struct {
 
 // Metadata chooses and configures the metadata store.
 type Metadata struct {
-	Driver   string   `yaml:"driver" doc:"metadata store: sqlite (embedded) or postgres (scale-out)"`
-	SQLite   SQLite   `yaml:"sqlite"`
-	Postgres Postgres `yaml:"postgres"`
+	Driver   MetadataDriver `yaml:"driver" doc:"metadata store: sqlite (embedded) or postgres (scale-out)"`
+	SQLite   SQLite         `yaml:"sqlite"`
+	Postgres Postgres       `yaml:"postgres"`
 }
 
 // Postgres configures the PostgreSQL metadata store.
@@ -197,10 +197,10 @@ type Postgres struct {
 
 // GC configures online garbage collection (also run by wharf gc).
 type GC struct {
-	Interval      time.Duration `yaml:"interval" doc:"run a collection pass this often in serve, on one replica at a time (0: never; run wharf gc instead)"`
-	ReviewDelay   time.Duration `yaml:"review_delay" doc:"a blob is collected only when unreferenced and not uploaded or mounted for this long"`
-	Untagged      string        `yaml:"untagged" doc:"keep or delete manifests that no tag, index or live subject references"`
-	UntaggedAfter time.Duration `yaml:"untagged_after" doc:"age an untagged manifest must reach before gc.untagged: delete removes it"`
+	Interval      time.Duration  `yaml:"interval" doc:"run a collection pass this often in serve, on one replica at a time (0: never; run wharf gc instead)"`
+	ReviewDelay   time.Duration  `yaml:"review_delay" doc:"a blob is collected only when unreferenced and not uploaded or mounted for this long"`
+	Untagged      UntaggedPolicy `yaml:"untagged" doc:"keep or delete manifests that no tag, index or live subject references"`
+	UntaggedAfter time.Duration  `yaml:"untagged_after" doc:"age an untagged manifest must reach before gc.untagged: delete removes it"`
 }
 
 // SQLite configures the embedded metadata store.
@@ -347,23 +347,22 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("addr must not be empty"))
 	}
 	errs = append(errs, c.validateStorage()...)
-	switch c.Metadata.Driver {
-	case "sqlite":
-	case "postgres":
+	if err := oneOf("metadata.driver", c.Metadata.Driver, MetadataSQLite, MetadataPostgres); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Metadata.Driver == MetadataPostgres {
 		if c.Metadata.Postgres.DSN == "" {
 			errs = append(errs, errors.New("metadata.postgres.dsn (WHARF_METADATA_POSTGRES_DSN) is required with metadata.driver postgres"))
 		}
 		if c.Metadata.Postgres.MaxConns <= 0 {
 			errs = append(errs, errors.New("metadata.postgres.max_conns must be positive"))
 		}
-	default:
-		errs = append(errs, fmt.Errorf("metadata.driver %q: want sqlite or postgres", c.Metadata.Driver))
 	}
 	if c.GC.Interval < 0 || c.GC.ReviewDelay < 0 || c.GC.UntaggedAfter < 0 {
 		errs = append(errs, errors.New("gc.interval, gc.review_delay and gc.untagged_after must not be negative"))
 	}
-	if c.GC.Untagged != "keep" && c.GC.Untagged != "delete" {
-		errs = append(errs, fmt.Errorf("gc.untagged %q: want keep or delete", c.GC.Untagged))
+	if err := oneOf("gc.untagged", c.GC.Untagged, UntaggedKeep, UntaggedDelete); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Redirect.Expiry < time.Minute || c.Redirect.Expiry > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("redirect.expiry %s: want 1m to 168h", c.Redirect.Expiry))
@@ -401,10 +400,8 @@ func (c Config) Validate() error {
 func (c Config) validateAuth() []error {
 	var errs []error
 	a := c.Auth
-	switch a.Mode {
-	case "none", "basic", "token":
-	default:
-		errs = append(errs, fmt.Errorf("auth.mode %q: want none, basic or token", a.Mode))
+	if err := oneOf("auth.mode", a.Mode, AuthNone, AuthBasic, AuthToken); err != nil {
+		errs = append(errs, err)
 	}
 	if a.Token.TTL < time.Minute || a.Token.TTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("auth.token.ttl %s: want 1m to 24h", a.Token.TTL))
@@ -490,7 +487,10 @@ func setValue(v reflect.Value, s string) error {
 		}
 		v.SetFloat(f)
 	default:
-		return fmt.Errorf("unsupported type %s", v.Type())
+		if v.Kind() != reflect.String { // the typed modes are strings
+			return fmt.Errorf("unsupported type %s", v.Type())
+		}
+		v.SetString(s)
 	}
 	return nil
 }
@@ -541,15 +541,14 @@ func settingError(section string, fields any, err error) error {
 // validateStorage checks storage.* and signing.signer.
 func (c Config) validateStorage() []error {
 	var errs []error
-	switch c.Storage.Driver {
-	case "filesystem":
-	case "s3":
+	if err := oneOf("storage.driver", c.Storage.Driver, StorageFilesystem, StorageS3); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Storage.Driver == StorageS3 {
 		// The store's own rules, so both refuse the same settings.
 		if err := c.S3Options().Check(); err != nil {
 			errs = append(errs, settingError("storage.s3", S3{}, err))
 		}
-	default:
-		errs = append(errs, fmt.Errorf("storage.driver %q: want filesystem or s3", c.Storage.Driver))
 	}
 	if c.Signing.Keys != "" {
 		if c.Signing.KeysFile != "" {
@@ -559,23 +558,23 @@ func (c Config) validateStorage() []error {
 			errs = append(errs, fmt.Errorf("signing.keys (WHARF_SIGNING_KEYS): %w", err))
 		}
 	}
+	if err := oneOf("signing.signer", c.Signing.Signer, SignerLocal, SignerS3, SignerCloudFront, SignerCDNHMAC); c.Signing.Signer != "" && err != nil {
+		errs = append(errs, err)
+	}
 	switch c.Signing.Signer {
-	case "", "local":
-	case "s3":
-		if c.Storage.Driver != "s3" {
+	case SignerS3:
+		if c.Storage.Driver != StorageS3 {
 			errs = append(errs, errors.New("signing.signer s3 needs storage.driver s3"))
 		}
-	case "cloudfront":
+	case SignerCloudFront:
 		cf := c.Signing.CloudFront
 		if cf.BaseURL == "" || cf.KeyPairID == "" || cf.PrivateKeyFile == "" {
 			errs = append(errs, errors.New("signing.signer cloudfront needs signing.cloudfront.base_url, key_pair_id and private_key_file"))
 		}
-	case "cdn_hmac":
+	case SignerCDNHMAC:
 		if c.Signing.CDNHMAC.BaseURL == "" || len(c.Signing.CDNHMAC.Secret) < 16 {
 			errs = append(errs, errors.New("signing.signer cdn_hmac needs signing.cdn_hmac.base_url and a secret of 16+ bytes"))
 		}
-	default:
-		errs = append(errs, fmt.Errorf("signing.signer %q: want local, s3, cloudfront or cdn_hmac", c.Signing.Signer))
 	}
 	return errs
 }

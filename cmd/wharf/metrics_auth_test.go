@@ -46,7 +46,7 @@ func TestMetricsOnMainListenerAdminsOnly(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), resp.Header
 	}
-	withAuth := func(mode string, metricsAddr bool) func(*config.Config) {
+	withAuth := func(mode config.AuthMode, metricsAddr bool) func(*config.Config) {
 		return func(c *config.Config) {
 			c.Auth.Mode, c.Auth.Htpasswd = mode, hp
 			c.Auth.Policy = auth.PolicySpec{Admins: []string{"root"},
@@ -56,8 +56,8 @@ func TestMetricsOnMainListenerAdminsOnly(t *testing.T) {
 			}
 		}
 	}
-	for _, mode := range []string{"basic", "token"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, mode := range []config.AuthMode{config.AuthBasic, config.AuthToken} {
+		t.Run(string(mode), func(t *testing.T) {
 			addr, _, _ := startServe(t, withAuth(mode, false))
 			u := "http://" + addr + "/metrics"
 			if st, _, h := get(u, "", "", ""); st != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Basic ") {

@@ -23,7 +23,7 @@ func StartAuth(t testing.TB, mode service.Mode) *Registry {
 	dir := t.TempDir()
 	hp := WriteHtpasswd(t, dir, AuthUsers)
 	return Start(t, Options{Dir: dir, Config: func(c *config.Config) {
-		c.Auth.Mode, c.Auth.Htpasswd, c.Auth.Service = string(mode), hp, "wharf-test"
+		c.Auth.Mode, c.Auth.Htpasswd, c.Auth.Service = config.AuthMode(mode), hp, "wharf-test"
 		c.Auth.Token.Issuer = "wharf-test-issuer"
 		c.Auth.FailedLogins.PerMinute, c.Auth.FailedLogins.Burst = 1000, 1000
 		c.Auth.Policy = auth.PolicySpec{
