@@ -11,7 +11,7 @@
 #   BENCH_PULLS=5            pulls per tool (alternating wharf, crane)
 #   BENCH_JOBS=4             wharf pull --jobs (crane's default is 4 too)
 #   BENCH_OUT=path           markdown report (default bench/pull-results-latest.md)
-#   WHARF_CACHE              where crane is installed (default ~/.cache/wharf-ci)
+#   WHARFDEV_CACHE              where crane is installed (default ~/.cache/wharf-ci)
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 LAYERS=${BENCH_LAYERS:-15}
@@ -19,7 +19,7 @@ LAYER_SIZE=${BENCH_LAYER_SIZE:-4194304}
 PULLS=${BENCH_PULLS:-5}
 JOBS=${BENCH_JOBS:-4}
 OUT=${BENCH_OUT:-$ROOT/bench/pull-results-latest.md}
-CACHE=${WHARF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci}
+CACHE=${WHARFDEV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci}
 CRANE_VERSION=v0.22.1
 CRANE=$CACHE/crane-$CRANE_VERSION/crane
 

@@ -8,14 +8,14 @@
 #   bench/s3.sh                      everything
 #   BENCH_S3_ARGS="-only pull" bench/s3.sh
 #
-# Needs the MinIO binary scripts/test.sh installs (or WHARF_MINIO_BIN).
+# Needs the MinIO binary scripts/test.sh installs (or WHARFDEV_MINIO_BIN).
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../scripts/lib.sh"
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
-if [[ -z ${WHARF_MINIO_BIN:-} ]]; then
+if [[ -z ${WHARFDEV_MINIO_BIN:-} ]]; then
 	install_minio >&2
-	export WHARF_MINIO_BIN="$WHARF_CACHE/bin/minio-$MINIO_VERSION"
+	export WHARFDEV_MINIO_BIN="$WHARFDEV_CACHE/bin/minio-$MINIO_VERSION"
 fi
 bench_tmp s3
 build_tools

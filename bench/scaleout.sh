@@ -35,7 +35,7 @@ GC_DELAY3=${BENCH_GC_REVIEW_DELAY:-5s}
 SQLITE_GC=${BENCH_SQLITE_GC:-1}
 PG_FSYNC=${BENCH_PG_FSYNC:-on}
 OUT=${BENCH_OUT:-$ROOT/bench/results-scaleout.md}
-PGBIN=${WHARF_PG_BIN:-/usr/lib/postgresql/15/bin}
+PGBIN=${WHARFDEV_PG_BIN:-/usr/lib/postgresql/15/bin}
 secs() { local d=$1; d=${d%s}; echo "$d"; }
 
 PGPID= PMPID= PGDIR= WPG= WSQ= GCLOOP=

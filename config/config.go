@@ -315,7 +315,7 @@ func Load(path string, environ []string) (Config, error) {
 		}
 	})
 	for k := range env {
-		if !known[k] && !toolingEnv(k) {
+		if !known[k] {
 			errs = append(errs, fmt.Errorf("%s: no such setting", k))
 		}
 	}
@@ -326,19 +326,6 @@ func Load(path string, environ []string) (Config, error) {
 	return c, c.Validate()
 }
 
-// toolingEnv reports WHARF_ variables that are not settings but belong to
-// Wharf's scripts and tests (scripts/test.sh exports them to every test,
-// and tests start the binary): the binaries of test servers (*_BIN), the
-// WHARF_TEST_ family, and the few the scripts document. Any other WHARF_
-// variable that names no setting is refused: it is a typo.
-func toolingEnv(name string) bool {
-	switch name {
-	case "WHARF_REQUIRE_SERVERS", "WHARF_CACHE", "WHARF_ARTIFACTS", "WHARF_FUZZTIME", "WHARF_SOAK",
-		"WHARF_SKIP_CONFORMANCE", "WHARF_KEEP_TMP":
-		return true
-	}
-	return strings.HasSuffix(name, "_BIN") || strings.HasPrefix(name, "WHARF_TEST_")
-}
 
 // Validate checks values that cannot be checked by type alone.
 func (c Config) Validate() error {

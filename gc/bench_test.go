@@ -20,13 +20,13 @@ import (
 	"github.com/wharf-registry/wharf/registry"
 )
 
-// BenchmarkCollectPostgres: one pass over a registry of WHARF_GC_BENCH_BLOBS
+// BenchmarkCollectPostgres: one pass over a registry of WHARFDEV_GC_BENCH_BLOBS
 // (10,000) blobs of which half are unreferenced (the rest referenced by
 // manifests of 10 layers, tagged), on pgtest PostgreSQL. Reports the
 // collected blobs per second of the pass.
 func BenchmarkCollectPostgres(b *testing.B) {
 	total := 10000
-	if v, err := strconv.Atoi(os.Getenv("WHARF_GC_BENCH_BLOBS")); err == nil && v > 0 {
+	if v, err := strconv.Atoi(os.Getenv("WHARFDEV_GC_BENCH_BLOBS")); err == nil && v > 0 {
 		total = v
 	}
 	const layers = 10

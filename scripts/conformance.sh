@@ -18,8 +18,8 @@
 #   CONFORMANCE_VERBOSE=1         print the suite's whole output (always saved to artifacts)
 #   OCI_*                         any setting of the suite (see docs/conformance-notes.md);
 #                                 values set by the caller override the defaults below
-#   WHARF_CACHE                   cache dir (default ~/.cache/wharf-ci)
-#   WHARF_ARTIFACTS               results are copied to $WHARF_ARTIFACTS/conformance
+#   WHARFDEV_CACHE                   cache dir (default ~/.cache/wharf-ci)
+#   WHARFDEV_ARTIFACTS               results are copied to $WHARFDEV_ARTIFACTS/conformance
 #                                 (default /tmp/wharf-artifacts)
 set -euo pipefail
 
@@ -38,7 +38,7 @@ while [[ $# -gt 0 ]]; do
 	shift
 done
 
-CONFORMANCE_BIN="$WHARF_CACHE/bin/oci-conformance-$CONFORMANCE_VERSION"
+CONFORMANCE_BIN="$WHARFDEV_CACHE/bin/oci-conformance-$CONFORMANCE_VERSION"
 
 # build_conformance: fetch the suite from the Go module proxy and build it once.
 build_conformance() {
@@ -130,7 +130,7 @@ cleanup() {
 		kill -KILL "$server_pid" 2>/dev/null || true
 		wait "$server_pid" 2>/dev/null || true
 	fi
-	if [[ ${WHARF_KEEP_TMP:-0} == 1 ]]; then
+	if [[ ${WHARFDEV_KEEP_TMP:-0} == 1 ]]; then
 		info "kept $work"
 	else
 		rm -rf "$work"
@@ -141,7 +141,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-artifacts="$WHARF_ARTIFACTS/conformance"
+artifacts="$WHARFDEV_ARTIFACTS/conformance"
 mkdir -p "$artifacts"
 rm -f "$artifacts"/{junit.xml,report.html,results.yaml,conformance.log,wharf.log}
 

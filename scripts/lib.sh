@@ -30,8 +30,8 @@ SEAWEEDFS_VERSION="${SEAWEEDFS_VERSION:-v0.0.0-20261109003541-7506e5f91cd6}"
 # ---- locations ------------------------------------------------------------
 # Everything installed or built by the scripts lives here, outside the repo,
 # keyed by version, so a second run is quick.
-WHARF_CACHE="${WHARF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci}"
-WHARF_ARTIFACTS="${WHARF_ARTIFACTS:-/tmp/wharf-artifacts}"
+WHARFDEV_CACHE="${WHARFDEV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf-ci}"
+WHARFDEV_ARTIFACTS="${WHARFDEV_ARTIFACTS:-/tmp/wharf-artifacts}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # ---- output ---------------------------------------------------------------
@@ -139,11 +139,11 @@ atomic_install() {
 	mv -f "$dest.tmp.$$" "$dest"
 }
 
-# build_once NAME VERSION BUILD : unless $WHARF_CACHE/bin/NAME-VERSION is
+# build_once NAME VERSION BUILD : unless $WHARFDEV_CACHE/bin/NAME-VERSION is
 # there, run BUILD TMPDIR (a function that leaves the binary NAME in
 # TMPDIR) and install the binary there.
 build_once() {
-	local name=$1 version=$2 build=$3 bin="$WHARF_CACHE/bin/$1-$2" tmp="$WHARF_CACHE/bin-tmp-$1"
+	local name=$1 version=$2 build=$3 bin="$WHARFDEV_CACHE/bin/$1-$2" tmp="$WHARFDEV_CACHE/bin-tmp-$1"
 	if [[ -x $bin ]]; then
 		info "$name: cached $bin"
 		return 0
@@ -161,7 +161,7 @@ build_once() {
 	info "$name: built $bin"
 }
 
-# install_minio : build MinIO once into $WHARF_CACHE/bin/minio-$MINIO_VERSION
+# install_minio : build MinIO once into $WHARFDEV_CACHE/bin/minio-$MINIO_VERSION
 # (a few minutes and ~3 GB of RAM the first time; instant afterwards).
 install_minio() { build_once minio "$MINIO_VERSION" _build_minio; }
 _build_minio() {
@@ -170,7 +170,7 @@ _build_minio() {
 }
 
 # install_seaweedfs : build SeaweedFS's weed once into
-# $WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION (about 10 CPU minutes the first
+# $WHARFDEV_CACHE/bin/weed-$SEAWEEDFS_VERSION (about 10 CPU minutes the first
 # time). Its go.mod has a replace directive, which `go install pkg@version`
 # refuses, so the module is downloaded through the proxy and built as the
 # main module.
@@ -194,8 +194,8 @@ start_minio() {
 	local envfile=$1 kind=${2:-minio} i
 	rm -f "$envfile"
 	(cd "$REPO_ROOT" && timeout --foreground 300 go build -o "$envfile.bin" ./internal/miniotest/miniorun) || return 1
-	WHARF_MINIO_BIN="${WHARF_MINIO_BIN:-$WHARF_CACHE/bin/minio-$MINIO_VERSION}" \
-		WHARF_SEAWEEDFS_BIN="${WHARF_SEAWEEDFS_BIN:-$WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION}" \
+	WHARFDEV_MINIO_BIN="${WHARFDEV_MINIO_BIN:-$WHARFDEV_CACHE/bin/minio-$MINIO_VERSION}" \
+		WHARFDEV_SEAWEEDFS_BIN="${WHARFDEV_SEAWEEDFS_BIN:-$WHARFDEV_CACHE/bin/weed-$SEAWEEDFS_VERSION}" \
 		"$envfile.bin" -env "$envfile" -kind "$kind" >"$envfile.log" 2>&1 </dev/null &
 	MINIORUN_PID=$!
 	for i in $(seq 1 600); do
@@ -219,7 +219,7 @@ stop_minio() {
 # (Debian keeps them out of PATH, in /usr/lib/postgresql/<version>/bin).
 pg_bindir() {
 	local d dirs=()
-	[[ -n ${WHARF_PG_BIN:-} ]] && dirs+=("$WHARF_PG_BIN")
+	[[ -n ${WHARFDEV_PG_BIN:-} ]] && dirs+=("$WHARFDEV_PG_BIN")
 	# newest version first
 	while IFS= read -r d; do dirs+=("$d"); done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -t/ -k4 -n -r)
 	for d in "${dirs[@]}"; do

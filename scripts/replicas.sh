@@ -9,13 +9,13 @@
 #   - replica A killed (SIGKILL) mid-PATCH: the client's retry through the
 #     load balancer finishes on B and every image pushed before is intact.
 # All of it is e2e/replicas (go test); this script turns the conformance run on.
-# The fault soak there (TestSoak; WHARF_SOAK=10m for a long run) is run by
+# The fault soak there (TestSoak; WHARFDEV_SOAK=10m for a long run) is run by
 #   go test -count=1 -v -run '^TestSoak$' ./e2e/replicas/
 #
 #   scripts/replicas.sh
 #
 # Needs PostgreSQL server binaries, haproxy and MinIO (scripts/test.sh
-# setup installs them). WHARF_REQUIRE_SERVERS=1 makes their absence a
+# setup installs them). WHARFDEV_REQUIRE_SERVERS=1 makes their absence a
 # failure instead of a skip.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh

@@ -13,12 +13,12 @@
 # (and Debian apt, used only when a tool is missing).
 #
 # Environment:
-#   CI                      when set, WHARF_REQUIRE_SERVERS=1 is exported: tests that
+#   CI                      when set, WHARFDEV_REQUIRE_SERVERS=1 is exported: tests that
 #                           would skip for lack of a server (PostgreSQL, S3, ...) fail
-#   WHARF_CACHE             tool/binary cache (default ~/.cache/wharf-ci)
-#   WHARF_ARTIFACTS         logs and reports (default /tmp/wharf-artifacts)
-#   WHARF_SKIP_CONFORMANCE=1  skip the conformance step (ignored when CI is set)
-#   WHARF_TEST_BUDGET       seconds for the whole run (default 5100: CI stops at 90 min);
+#   WHARFDEV_CACHE             tool/binary cache (default ~/.cache/wharf-ci)
+#   WHARFDEV_ARTIFACTS         logs and reports (default /tmp/wharf-artifacts)
+#   WHARFDEV_SKIP_CONFORMANCE=1  skip the conformance step (ignored when CI is set)
+#   WHARFDEV_TEST_BUDGET       seconds for the whole run (default 5100: CI stops at 90 min);
 #                           each step is cut off when the budget runs out, so the
 #                           summary is always printed
 #   GO_TEST_TIMEOUT         go test -timeout (default 30m)
@@ -30,10 +30,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 if [[ -n ${CI:-} ]]; then
-	export WHARF_REQUIRE_SERVERS=1
+	export WHARFDEV_REQUIRE_SERVERS=1
 fi
-mkdir -p "$WHARF_ARTIFACTS"
-LOGS="$WHARF_ARTIFACTS/logs"
+mkdir -p "$WHARFDEV_ARTIFACTS"
+LOGS="$WHARFDEV_ARTIFACTS/logs"
 mkdir -p "$LOGS"
 
 # Each step runs as its own `bash scripts/test.sh --step NAME` process, so `set -e`
@@ -42,7 +42,7 @@ step_names=()
 step_results=()
 step_times=()
 # run_step NAME FUNC : run a step, record its result and duration; never exits.
-BUDGET=${WHARF_TEST_BUDGET:-5100}
+BUDGET=${WHARFDEV_TEST_BUDGET:-5100}
 step_pid=''
 stop_step() {
 	if [[ -n $step_pid ]]; then
@@ -88,7 +88,7 @@ not_run() {
 gover=$(go env GOVERSION 2>/dev/null || echo unknown)
 # keyed by staticcheck version and by the Go that built it: staticcheck cannot
 # analyse code for a newer Go than the one it was built with.
-STATICCHECK_BIN="$WHARF_CACHE/bin/staticcheck-$STATICCHECK_VERSION-$gover"
+STATICCHECK_BIN="$WHARFDEV_CACHE/bin/staticcheck-$STATICCHECK_VERSION-$gover"
 
 # ---- steps --------------------------------------------------------------------
 step_setup() {
@@ -97,7 +97,7 @@ step_setup() {
 	info "$(go version)"
 	# go test -race needs cgo and a C compiler.
 	need_cmd gcc gcc
-	info "cache: $WHARF_CACHE"
+	info "cache: $WHARFDEV_CACHE"
 	install_staticcheck
 	install_client_test_packages
 	install_minio
@@ -111,7 +111,7 @@ step_setup() {
 # The client tests need CNCF Distribution 2.8 (a registry without the batch
 # endpoint: the fallback path) and skopeo (a real reader of `wharf export`'s
 # tarballs). Debian packages, installed only when missing; without them those
-# tests skip (and fail when WHARF_REQUIRE_SERVERS=1, as in CI).
+# tests skip (and fail when WHARFDEV_REQUIRE_SERVERS=1, as in CI).
 install_client_test_packages() {
 	local missing=() added_policy=''
 	[[ -x /usr/bin/docker-registry ]] || missing+=(docker-registry)
@@ -194,13 +194,13 @@ GO_TEST_LOG="$LOGS/go-test.log"
 step_gotest() {
 	local rc=0 extra=() statuses
 	read -r -a extra <<<"${GO_TEST_FLAGS:-}"
-	info "WHARF_REQUIRE_SERVERS=${WHARF_REQUIRE_SERVERS:-<unset>}; full log: $GO_TEST_LOG"
+	info "WHARFDEV_REQUIRE_SERVERS=${WHARFDEV_REQUIRE_SERVERS:-<unset>}; full log: $GO_TEST_LOG"
 	# the MinIO that install_minio built (internal/miniotest), whatever MINIO_VERSION says
-	if [[ -z ${WHARF_MINIO_BIN:-} && -x $WHARF_CACHE/bin/minio-$MINIO_VERSION ]]; then
-		export WHARF_MINIO_BIN="$WHARF_CACHE/bin/minio-$MINIO_VERSION"
+	if [[ -z ${WHARFDEV_MINIO_BIN:-} && -x $WHARFDEV_CACHE/bin/minio-$MINIO_VERSION ]]; then
+		export WHARFDEV_MINIO_BIN="$WHARFDEV_CACHE/bin/minio-$MINIO_VERSION"
 	fi
-	if [[ -z ${WHARF_SEAWEEDFS_BIN:-} && -x $WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION ]]; then
-		export WHARF_SEAWEEDFS_BIN="$WHARF_CACHE/bin/weed-$SEAWEEDFS_VERSION"
+	if [[ -z ${WHARFDEV_SEAWEEDFS_BIN:-} && -x $WHARFDEV_CACHE/bin/weed-$SEAWEEDFS_VERSION ]]; then
+		export WHARFDEV_SEAWEEDFS_BIN="$WHARFDEV_CACHE/bin/weed-$SEAWEEDFS_VERSION"
 	fi
 	# -v so every test is counted; the live output hides the RUN/PASS/SKIP bookkeeping lines.
 	set +e
@@ -222,14 +222,14 @@ step_gotest() {
 }
 
 # A short run of every fuzzer (the seeds in testdata/fuzz already ran as
-# ordinary tests). WHARF_FUZZTIME=0 turns it off outside CI.
+# ordinary tests). WHARFDEV_FUZZTIME=0 turns it off outside CI.
 step_fuzz() {
 	local pkg fn rc=0
 	while read -r pkg fn; do
-		echo "fuzz $pkg $fn (${WHARF_FUZZTIME:-8s})"
+		echo "fuzz $pkg $fn (${WHARFDEV_FUZZTIME:-8s})"
 		local try ok=0
 		for try in 1 2; do
-			if timeout --foreground 300 go test -run '^$' -fuzz "^${fn}\$" -fuzztime "${WHARF_FUZZTIME:-8s}" "$pkg" >"$LOGS/fuzz-$fn.log" 2>&1; then
+			if timeout --foreground 300 go test -run '^$' -fuzz "^${fn}\$" -fuzztime "${WHARFDEV_FUZZTIME:-8s}" "$pkg" >"$LOGS/fuzz-$fn.log" 2>&1; then
 				ok=1
 				break
 			fi
@@ -282,7 +282,7 @@ step_conformance() {
 # The same suite with blob GETs answered by 307 to signed URLs, and with the
 # spec's newer (dev) checks on: digest headers required, PUT ?tag= params.
 step_conformance_redirect() {
-	OCI_VERSION=dev WHARF_REDIRECT_ENABLED=true WHARF_ARTIFACTS="$WHARF_ARTIFACTS/redirect" \
+	OCI_VERSION=dev WHARF_REDIRECT_ENABLED=true WHARFDEV_ARTIFACTS="$WHARFDEV_ARTIFACTS/redirect" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_REDIRECT_LOG"
 }
 
@@ -292,7 +292,7 @@ step_conformance_redirect() {
 # gateway, the second, independent implementation (about 25 s).
 step_conformance_s3() {
 	local kind=${1:-minio} log=${2:-$CONFORMANCE_S3_LOG} envfile art=s3 rc=0
-	envfile="$WHARF_ARTIFACTS/$kind/$kind.env"
+	envfile="$WHARFDEV_ARTIFACTS/$kind/$kind.env"
 	[[ $kind == minio ]] || art="s3-$kind"
 	mkdir -p "$(dirname "$envfile")"
 	start_minio "$envfile" "$kind" || { err "could not start $kind (scripts/lib.sh install_minio, install_seaweedfs)"; return 1; }
@@ -307,7 +307,7 @@ step_conformance_s3() {
 	# (the registry's 307 carries it): OCI_API_BLOBS_DIGEST_HEADER stays at the 1.1 default.
 	OCI_VERSION=dev OCI_API_BLOBS_DIGEST_HEADER=false \
 		WHARF_STORAGE_DRIVER=s3 WHARF_STORAGE_S3_PREFIX=conformance/ WHARF_SIGNING_SIGNER=s3 WHARF_REDIRECT_ENABLED=true \
-		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/$art" \
+		WHARFDEV_ARTIFACTS="$WHARFDEV_ARTIFACTS/$art" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$log" || rc=$?
 	stop_minio
 	return "$rc"
@@ -344,7 +344,7 @@ EOF
 	# working (docs/security.md); any other skip fails the run.
 	CONFORMANCE_EXPECTED_SKIPS="blobs/mount/blob-mount|blobs/mount anonymous/blob-mount-anonymous" \
 	OCI_USERNAME=conformance OCI_PASSWORD=conformance-password CONFORMANCE_EXTRA_SERVE_ARGS="--config $dir/wharf.yaml" \
-		WHARF_ARTIFACTS="$WHARF_ARTIFACTS/auth" \
+		WHARFDEV_ARTIFACTS="$WHARFDEV_ARTIFACTS/auth" \
 		timeout --foreground --kill-after=60 1500 bash "$REPO_ROOT/scripts/conformance.sh" 2>&1 | tee "$CONFORMANCE_AUTH_LOG" || rc=$?
 	return "$rc"
 }
@@ -371,18 +371,18 @@ run_step gofmt step_gofmt
 run_step "go vet" step_vet
 run_step staticcheck step_staticcheck
 run_step "go test -race" step_gotest
-if [[ ${WHARF_FUZZTIME:-} == 0 && -z ${CI:-} ]]; then
-	not_run fuzz skip "WHARF_FUZZTIME=0"
+if [[ ${WHARFDEV_FUZZTIME:-} == 0 && -z ${CI:-} ]]; then
+	not_run fuzz skip "WHARFDEV_FUZZTIME=0"
 else
 	run_step fuzz step_fuzz
 fi
-if [[ ${WHARF_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
-	not_run conformance skip "WHARF_SKIP_CONFORMANCE=1"
-	not_run "conf. redirect" skip "WHARF_SKIP_CONFORMANCE=1"
-	not_run "conf. s3" skip "WHARF_SKIP_CONFORMANCE=1"
-	not_run "conf. seaweedfs" skip "WHARF_SKIP_CONFORMANCE=1"
-	not_run "conf. auth" skip "WHARF_SKIP_CONFORMANCE=1"
-	not_run replicas skip "WHARF_SKIP_CONFORMANCE=1"
+if [[ ${WHARFDEV_SKIP_CONFORMANCE:-0} == 1 && -z ${CI:-} ]]; then
+	not_run conformance skip "WHARFDEV_SKIP_CONFORMANCE=1"
+	not_run "conf. redirect" skip "WHARFDEV_SKIP_CONFORMANCE=1"
+	not_run "conf. s3" skip "WHARFDEV_SKIP_CONFORMANCE=1"
+	not_run "conf. seaweedfs" skip "WHARFDEV_SKIP_CONFORMANCE=1"
+	not_run "conf. auth" skip "WHARFDEV_SKIP_CONFORMANCE=1"
+	not_run replicas skip "WHARFDEV_SKIP_CONFORMANCE=1"
 elif [[ $build_ok -ne 1 ]]; then
 	not_run conformance fail "the build failed"
 	not_run "conf. redirect" fail "the build failed"
@@ -429,7 +429,7 @@ for i in "${!step_names[@]}"; do
 	printf '  %-15s %s%s (%s)\n' "${step_names[$i]}" "$word" "$detail" "${step_times[$i]}"
 done
 printf '  go test packages: %s ok, %s failed\n' "$GO_PKGS_OK" "$GO_PKGS_FAILED"
-printf '  logs and reports: %s\n' "$WHARF_ARTIFACTS"
+printf '  logs and reports: %s\n' "$WHARFDEV_ARTIFACTS"
 printf 'go test: %s passed, %s failed, %s skipped\n' "$GO_TESTS_PASSED" "$GO_TESTS_FAILED" "$GO_TESTS_SKIPPED"
 printf 'conformance: %s passed, %s failed, %s skipped\n' "$CONF_PASSED" "$CONF_FAILED" "$CONF_SKIPPED"
 printf 'total: %s passed, %s failed, %s skipped\n' \

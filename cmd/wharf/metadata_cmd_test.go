@@ -67,7 +67,7 @@ func metaBackends(t *testing.T, extra string) []metaBackend {
 }
 
 // newPGDatabase starts a PostgreSQL cluster for t (skipping without one,
-// unless WHARF_REQUIRE_SERVERS=1) and returns the DSN of a new database.
+// unless WHARFDEV_REQUIRE_SERVERS=1) and returns the DSN of a new database.
 func newPGDatabase(t *testing.T) string {
 	t.Helper()
 	return pgtest.DSN(t)

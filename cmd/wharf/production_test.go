@@ -272,7 +272,7 @@ func TestReadyzScaleOutStores(t *testing.T) {
 	}
 	defer pg.Stop()
 	if pg.Dir == "" {
-		t.Skip("WHARF_TEST_POSTGRES_DSN names an external server: it cannot be stopped here")
+		t.Skip("WHARFDEV_TEST_POSTGRES_DSN names an external server: it cannot be stopped here")
 	}
 	_, dsn, err := pg.CreateDatabase(context.Background())
 	if err != nil {

@@ -446,7 +446,7 @@ func testReplicas(t *testing.T, c *cluster) {
 	if os.Getenv("REPLICAS_CONFORMANCE") == "1" {
 		t.Run("ConformanceThroughLoadBalancer", func(t *testing.T) {
 			cmd := exec.Command("bash", filepath.Join(repoRoot(t), "scripts", "conformance.sh"), "--url", c.lb)
-			cmd.Env = append(os.Environ(), "WHARF_ARTIFACTS="+filepath.Join(os.TempDir(), "wharf-artifacts", "replicas-"+c.storage))
+			cmd.Env = append(os.Environ(), "WHARFDEV_ARTIFACTS="+filepath.Join(os.TempDir(), "wharf-artifacts", "replicas-"+c.storage))
 			out, err := cmd.CombinedOutput()
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 			for _, l := range lines {

@@ -31,13 +31,13 @@ import (
 // acknowledged write must read back and verify, nothing half-written may
 // be visible, every failed answer must carry an OCI error body and none
 // may be a 500. Short by default (one round of faults per store);
-// WHARF_SOAK=10m runs rounds for that long per store.
+// WHARFDEV_SOAK=10m runs rounds for that long per store.
 func TestSoak(t *testing.T) {
 	total := time.Duration(0) // one round of faults
-	if v := os.Getenv("WHARF_SOAK"); v != "" {
+	if v := os.Getenv("WHARFDEV_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			t.Fatalf("WHARF_SOAK=%q: %v", v, err)
+			t.Fatalf("WHARFDEV_SOAK=%q: %v", v, err)
 		}
 		total = d
 	}

@@ -4,11 +4,11 @@
 // is tested against the real thing, of two independent implementations:
 // MinIO (Start) and SeaweedFS's S3 gateway (StartKind(t, SeaweedFS)).
 //
-// A binary is found through $WHARF_MINIO_BIN (or $WHARF_SEAWEEDFS_BIN),
-// then ${WHARF_CACHE:-~/.cache/wharf-ci}/bin/minio-<Version> (or
+// A binary is found through $WHARFDEV_MINIO_BIN (or $WHARFDEV_SEAWEEDFS_BIN),
+// then ${WHARFDEV_CACHE:-~/.cache/wharf-ci}/bin/minio-<Version> (or
 // weed-<SeaweedFSVersion>; what scripts/test.sh installs), then minio (or
 // weed) on PATH. Without one the test is skipped, unless
-// WHARF_REQUIRE_SERVERS=1 (CI), where it fails.
+// WHARFDEV_REQUIRE_SERVERS=1 (CI), where it fails.
 package miniotest
 
 import (
@@ -82,9 +82,9 @@ func Binary() (string, error) { return BinaryOf(MinIO) }
 
 // BinaryOf finds the binary of kind (see the package comment).
 func BinaryOf(kind Kind) (string, error) {
-	env, cached, name := "WHARF_MINIO_BIN", "minio-"+Version, "minio"
+	env, cached, name := "WHARFDEV_MINIO_BIN", "minio-"+Version, "minio"
 	if kind == SeaweedFS {
-		env, cached, name = "WHARF_SEAWEEDFS_BIN", "weed-"+SeaweedFSVersion, "weed"
+		env, cached, name = "WHARFDEV_SEAWEEDFS_BIN", "weed-"+SeaweedFSVersion, "weed"
 	}
 	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
@@ -92,7 +92,7 @@ func BinaryOf(kind Kind) (string, error) {
 		}
 		return p, nil
 	}
-	cache := os.Getenv("WHARF_CACHE")
+	cache := os.Getenv("WHARFDEV_CACHE")
 	if cache == "" {
 		if d, err := os.UserCacheDir(); err == nil {
 			cache = filepath.Join(d, "wharf-ci")
@@ -120,7 +120,7 @@ type Options struct {
 }
 
 // Start starts a server that stops when t ends. It skips t when MinIO is
-// not installed, unless WHARF_REQUIRE_SERVERS=1.
+// not installed, unless WHARFDEV_REQUIRE_SERVERS=1.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	return StartWith(t, Options{})
@@ -148,8 +148,8 @@ func start(t testing.TB, kind Kind, run func(bin, dir string) (*Server, error)) 
 	t.Helper()
 	bin, err := BinaryOf(kind)
 	if err != nil {
-		if os.Getenv("WHARF_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("WHARF_REQUIRE_SERVERS=1: %v", err)
+		if os.Getenv("WHARFDEV_REQUIRE_SERVERS") == "1" {
+			t.Fatalf("WHARFDEV_REQUIRE_SERVERS=1: %v", err)
 		}
 		t.Skipf("skipping: %v", err)
 	}

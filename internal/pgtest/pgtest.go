@@ -7,9 +7,9 @@
 // that does not exist, as a "wharf-test" system user created with useradd.
 //
 // Without PostgreSQL binaries the tests that need them skip, unless
-// WHARF_REQUIRE_SERVERS=1 (CI sets it), when they fail. The binaries are
-// looked up in $WHARF_PG_BIN, then /usr/lib/postgresql/<newest>/bin, then
-// PATH. WHARF_TEST_POSTGRES_DSN points the tests at an existing server
+// WHARFDEV_REQUIRE_SERVERS=1 (CI sets it), when they fail. The binaries are
+// looked up in $WHARFDEV_PG_BIN, then /usr/lib/postgresql/<newest>/bin, then
+// PATH. WHARFDEV_TEST_POSTGRES_DSN points the tests at an existing server
 // (a PostgreSQL-compatible engine, say) instead: its user must be able to
 // create databases.
 package pgtest
@@ -60,7 +60,7 @@ var ErrNoBinaries = errors.New("pgtest: PostgreSQL binaries (initdb, postgres) n
 // BinDir finds the directory holding initdb and postgres.
 func BinDir() (string, error) {
 	var candidates []string
-	if d := os.Getenv("WHARF_PG_BIN"); d != "" {
+	if d := os.Getenv("WHARFDEV_PG_BIN"); d != "" {
 		candidates = append(candidates, d)
 	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
@@ -113,7 +113,7 @@ func runAs() (*syscall.Credential, error) {
 
 // Start initializes and starts a new cluster. Stop it with Stop.
 func Start() (*Cluster, error) {
-	if dsn := os.Getenv("WHARF_TEST_POSTGRES_DSN"); dsn != "" {
+	if dsn := os.Getenv("WHARFDEV_TEST_POSTGRES_DSN"); dsn != "" {
 		return &Cluster{adminDSN: dsn, external: true}, nil
 	}
 	bin, err := BinDir()
@@ -319,7 +319,7 @@ func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
 }
 
 // Required reports whether missing servers fail tests instead of skipping them.
-func Required() bool { return os.Getenv("WHARF_REQUIRE_SERVERS") == "1" }
+func Required() bool { return os.Getenv("WHARFDEV_REQUIRE_SERVERS") == "1" }
 
 var shared struct {
 	mu sync.Mutex
@@ -328,7 +328,7 @@ var shared struct {
 
 // Shared returns the test binary's cluster, starting it on first use. It
 // skips t when PostgreSQL is not installed (fails under
-// WHARF_REQUIRE_SERVERS=1). Call Main from TestMain to stop it at the end;
+// WHARFDEV_REQUIRE_SERVERS=1). Call Main from TestMain to stop it at the end;
 // without that it dies with the test process.
 func Shared(t testing.TB) *Cluster {
 	t.Helper()

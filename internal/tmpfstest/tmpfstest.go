@@ -1,7 +1,7 @@
 // Package tmpfstest mounts small tmpfs file systems for tests that need a
 // disk that fills up for real (ENOSPC from the kernel, not a fake writer).
 // Mounting needs root (CAP_SYS_ADMIN): elsewhere the test is skipped,
-// unless WHARF_REQUIRE_SERVERS=1, where it fails.
+// unless WHARFDEV_REQUIRE_SERVERS=1, where it fails.
 package tmpfstest
 
 import (
@@ -25,7 +25,7 @@ func Mount(t testing.TB, size int64) string {
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d,mode=0755", size), "tmpfs", dir).CombinedOutput()
 	if err != nil {
 		msg := fmt.Sprintf("tmpfstest: mount tmpfs (needs root): %v: %s", err, out)
-		if os.Getenv("WHARF_REQUIRE_SERVERS") == "1" && os.Geteuid() == 0 {
+		if os.Getenv("WHARFDEV_REQUIRE_SERVERS") == "1" && os.Geteuid() == 0 {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)

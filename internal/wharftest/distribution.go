@@ -24,21 +24,21 @@ type Distribution struct {
 }
 
 // RequireServers reports whether tests must fail instead of skipping when
-// a server they need is missing (WHARF_REQUIRE_SERVERS=1, set by CI).
-func RequireServers() bool { return os.Getenv("WHARF_REQUIRE_SERVERS") == "1" }
+// a server they need is missing (WHARFDEV_REQUIRE_SERVERS=1, set by CI).
+func RequireServers() bool { return os.Getenv("WHARFDEV_REQUIRE_SERVERS") == "1" }
 
-// SkipOrFail skips the test, or fails it under WHARF_REQUIRE_SERVERS=1.
+// SkipOrFail skips the test, or fails it under WHARFDEV_REQUIRE_SERVERS=1.
 func SkipOrFail(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if RequireServers() {
-		t.Fatalf(format+" (WHARF_REQUIRE_SERVERS=1)", args...)
+		t.Fatalf(format+" (WHARFDEV_REQUIRE_SERVERS=1)", args...)
 	}
 	t.Skipf(format, args...)
 }
 
 // StartDistribution runs /usr/bin/docker-registry on a loopback port with
 // a temporary storage directory until the test ends. It skips the test
-// when the binary is absent (fails under WHARF_REQUIRE_SERVERS=1).
+// when the binary is absent (fails under WHARFDEV_REQUIRE_SERVERS=1).
 func StartDistribution(t testing.TB) *Distribution {
 	t.Helper()
 	if _, err := os.Stat(DistributionBin); err != nil {

@@ -74,7 +74,7 @@ type Options struct {
 	// wrap the result, as they wrap the real store in production.
 	Meta func(registry.MetadataStore) registry.MetadataStore
 	// Log receives the registry's log lines (default: discarded, or stderr
-	// with WHARF_TEST_LOG set).
+	// with WHARFDEV_TEST_LOG set).
 	Log io.Writer
 }
 
@@ -111,7 +111,7 @@ func Start(t testing.TB, opts ...Options) *Registry {
 	switch {
 	case o.Log != nil:
 		w = o.Log
-	case os.Getenv("WHARF_TEST_LOG") != "":
+	case os.Getenv("WHARFDEV_TEST_LOG") != "":
 		w, level = os.Stderr, slog.LevelDebug
 	}
 	log := slog.New(server.ContextHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})))
