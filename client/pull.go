@@ -36,11 +36,7 @@ const partialDir = ".wharf-partial"
 // Pull downloads ref into dir as an OCI image layout. Blobs already in the
 // layout are verified and kept; interrupted downloads are resumed.
 func (c *Client) Pull(ctx context.Context, ref string, dir string, sel Selection) (*Result, error) {
-	r, err := c.ParseReference(ref)
-	if err != nil {
-		return nil, err
-	}
-	res, err := c.resolve(ctx, r, sel)
+	r, res, err := c.resolveString(ctx, ref, sel)
 	if err != nil {
 		return nil, err
 	}
@@ -187,11 +183,7 @@ func (c *Client) Export(ctx context.Context, ref string, file string, sel Select
 	if sel.AllPlatforms {
 		return nil, errors.New("export writes one image: choose it with --platform")
 	}
-	r, err := c.ParseReference(ref)
-	if err != nil {
-		return nil, err
-	}
-	res, err := c.resolve(ctx, r, sel)
+	r, res, err := c.resolveString(ctx, ref, sel)
 	if err != nil {
 		return nil, err
 	}

@@ -285,6 +285,16 @@ func refSep(ref string) string {
 	return ":"
 }
 
+// resolveString parses ref and resolves it.
+func (c *Client) resolveString(ctx context.Context, ref string, sel Selection) (name.Reference, *resolved, error) {
+	r, err := c.ParseReference(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := c.resolve(ctx, r, sel)
+	return r, res, err
+}
+
 // resolve finds the images ref names: through the batch endpoint when the
 // registry offers it (one request for an image), else the standard API.
 func (c *Client) resolve(ctx context.Context, ref name.Reference, sel Selection) (*resolved, error) {

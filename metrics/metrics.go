@@ -117,6 +117,17 @@ func (m *Metrics) UploadsInProgress(n func() int64) {
 		func() float64 { return float64(n()) }))
 }
 
+// series is the series in p, resolved by newSeries on first use: label
+// lookups are paid once per route, method and class, not per request.
+func series[T any](p *atomic.Pointer[T], newSeries func() T) T {
+	if v := p.Load(); v != nil {
+		return *v
+	}
+	v := newSeries()
+	p.Store(&v)
+	return v
+}
+
 // ObserveRequest implements server.Observer.
 func (m *Metrics) ObserveRequest(o *server.Observation) {
 	r := int(o.Route)
@@ -132,41 +143,20 @@ func (m *Metrics) ObserveRequest(o *server.Observation) {
 	if class < 1 || class > 5 {
 		class = 0
 	}
-	c := s.byClass[class].Load()
-	if c == nil {
+	route, method := server.Route(r).String(), methods[methodIndex(o.Method)]
+	series(&s.byClass[class], func() prometheus.Counter {
 		code := "other"
 		if class > 0 {
 			code = strconv.Itoa(class) + "xx"
 		}
-		v := m.requests.WithLabelValues(server.Route(r).String(), methods[methodIndex(o.Method)], code)
-		c = &v
-		s.byClass[class].Store(c)
-	}
-	(*c).Inc()
-	d := s.duration.Load()
-	if d == nil {
-		v := m.duration.WithLabelValues(server.Route(r).String(), methods[methodIndex(o.Method)])
-		d = &v
-		s.duration.Store(d)
-	}
-	(*d).Observe(o.Duration.Seconds())
+		return m.requests.WithLabelValues(route, method, code)
+	}).Inc()
+	series(&s.duration, func() prometheus.Observer { return m.duration.WithLabelValues(route, method) }).Observe(o.Duration.Seconds())
 	if o.BytesIn > 0 {
-		in := s.in.Load()
-		if in == nil {
-			v := m.bytesIn.WithLabelValues(server.Route(r).String())
-			in = &v
-			s.in.Store(in)
-		}
-		(*in).Add(float64(o.BytesIn))
+		series(&s.in, func() prometheus.Counter { return m.bytesIn.WithLabelValues(route) }).Add(float64(o.BytesIn))
 	}
 	if o.BytesOut > 0 {
-		out := s.out.Load()
-		if out == nil {
-			v := m.bytesOut.WithLabelValues(server.Route(r).String())
-			out = &v
-			s.out.Store(out)
-		}
-		(*out).Add(float64(o.BytesOut))
+		series(&s.out, func() prometheus.Counter { return m.bytesOut.WithLabelValues(route) }).Add(float64(o.BytesOut))
 	}
 	if o.Throttled != "" {
 		m.throttled.WithLabelValues(o.Throttled).Inc()

@@ -39,6 +39,7 @@ import (
 
 	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/miniotest"
+	"github.com/wharf-registry/wharf/internal/proc"
 )
 
 const mib = 1 << 20
@@ -220,13 +221,7 @@ func (b *s3Bench) startWharf(ctx context.Context, name string, redirect bool) (*
 }
 
 func (w *wharfProc) stop() {
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(20 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
-	}
+	proc.Stop(w.cmd.Process, w.done, 20*time.Second)
 }
 
 func (w *wharfProc) statusKB(field string) int64 {

@@ -29,6 +29,7 @@ import (
 	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/miniotest"
 	"github.com/wharf-registry/wharf/internal/pgtest"
+	"github.com/wharf-registry/wharf/internal/proc"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -107,13 +108,7 @@ func startReplica(t *testing.T, bin, name, dsn, shared string, storageEnv []stri
 		"WHARF_LOG_FORMAT=json", "WHARF_LOG_LEVEL=warn"), storageEnv...)
 	r.run(t)
 	t.Cleanup(func() {
-		_ = r.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			_ = r.cmd.Process.Kill()
-			<-r.done
-		}
+		proc.Stop(r.cmd.Process, r.done, 10*time.Second)
 		if t.Failed() {
 			b, _ := os.ReadFile(r.log)
 			t.Logf("replica %s log:\n%s", name, tail(b))
@@ -256,13 +251,7 @@ backend wharf
 	lbDone := make(chan struct{})
 	go func() { _ = lb.Wait(); logf.Close(); close(lbDone) }()
 	t.Cleanup(func() {
-		_ = lb.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-lbDone:
-		case <-time.After(5 * time.Second):
-			_ = lb.Process.Kill()
-			<-lbDone
-		}
+		proc.Stop(lb.Process, lbDone, 5*time.Second)
 	})
 	c.lb = fmt.Sprintf("http://127.0.0.1:%d", lbPort)
 	waitUp(t, c.lb, lbDone, "haproxy")

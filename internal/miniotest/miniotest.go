@@ -33,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/wharf-registry/wharf/internal/freeport"
+	"github.com/wharf-registry/wharf/internal/proc"
 )
 
 // Version is the MinIO module version scripts/lib.sh installs (keep the
@@ -391,13 +392,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
+	proc.Stop(s.cmd.Process, s.done, 10*time.Second)
 	if s.log != nil {
 		s.log.Close()
 	}
