@@ -326,7 +326,6 @@ func Load(path string, environ []string) (Config, error) {
 	return c, c.Validate()
 }
 
-
 // Validate checks values that cannot be checked by type alone.
 func (c Config) Validate() error {
 	var errs []error
