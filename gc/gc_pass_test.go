@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/wharf-registry/wharf/blobstore/s3"
@@ -167,15 +165,8 @@ func TestCollectS3(t *testing.T) {
 			}
 			list := func() map[string]bool {
 				out := map[string]bool{}
-				p := awss3.NewListObjectsV2Paginator(blobs.Client(), &awss3.ListObjectsV2Input{Bucket: aws.String(m.Bucket), Prefix: aws.String(prefix)})
-				for p.HasMorePages() {
-					page, err := p.NextPage(ctx)
-					if err != nil {
-						t.Fatal(err)
-					}
-					for _, o := range page.Contents {
-						out[aws.ToString(o.Key)] = true
-					}
+				for _, k := range m.Keys(t, prefix) {
+					out[k] = true
 				}
 				return out
 			}

@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/wharf-registry/wharf/blobstore/filesystem"
@@ -243,10 +241,14 @@ func TestUnderLoad(t *testing.T) {
 		for _, b := range backends {
 			t.Run(b.name, func(t *testing.T) {
 				prefix := "load-" + b.name + "/"
-				e, blobs := s3Env(t, m, b, prefix)
+				e := s3Env(t, m, b, prefix)
 				// Smaller: every request goes to MinIO on a busy machine.
 				underLoad(t, e, loadSize{pushes: 8, pulls: 150, delay: time.Second}, func(t *testing.T) map[string]bool {
-					return bucketKeys(t, blobs, m.Bucket, prefix+"blobs/")
+					keys := map[string]bool{}
+					for _, k := range m.Keys(t, prefix+"blobs/") {
+						keys[k] = true
+					}
+					return keys
 				})
 			})
 		}
@@ -255,7 +257,7 @@ func TestUnderLoad(t *testing.T) {
 
 // s3Env is an env over b's metadata store and an S3 blob store on m,
 // under prefix in its bucket.
-func s3Env(t *testing.T, m *miniotest.Server, b backend, prefix string) (*env, *s3.Store) {
+func s3Env(t *testing.T, m *miniotest.Server, b backend, prefix string) *env {
 	t.Helper()
 	meta, store, raw := b.open(t)
 	blobs, err := s3.New(context.Background(), s3.Options{Endpoint: m.Endpoint, Region: miniotest.Region, Bucket: m.Bucket, Prefix: prefix,
@@ -263,24 +265,7 @@ func s3Env(t *testing.T, m *miniotest.Server, b backend, prefix string) (*env, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{reg: registry.New(meta, blobs, registry.Options{}), store: store, meta: meta, blobs: blobs, raw: raw}, blobs
-}
-
-// bucketKeys lists the objects under prefix in the bucket.
-func bucketKeys(t *testing.T, blobs *s3.Store, bucket, prefix string) map[string]bool {
-	t.Helper()
-	out := map[string]bool{}
-	p := awss3.NewListObjectsV2Paginator(blobs.Client(), &awss3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, o := range page.Contents {
-			out[aws.ToString(o.Key)] = true
-		}
-	}
-	return out
+	return &env{reg: registry.New(meta, blobs, registry.Options{}), store: store, meta: meta, blobs: blobs, raw: raw}
 }
 
 // loadSize bounds underLoad: pushes per pusher, pulls per puller (at

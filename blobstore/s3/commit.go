@@ -73,6 +73,7 @@ func (s *Store) Commit(ctx context.Context, u *registry.Upload, _ digest.Digest)
 	if err != nil {
 		return "", err
 	}
+	s.keepDirs(ctx) // a session begun before a restart
 	if !e.Done {
 		if err := s.complete(ctx, e); err != nil {
 			// Committed before (its tail segments or its multipart upload

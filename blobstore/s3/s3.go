@@ -20,6 +20,15 @@
 // loses nothing. An Append holds at most four part-sized buffers (one
 // filling from the request while up to three parts upload), whatever the
 // blob size; between requests the store keeps four for reuse.
+//
+// The store keeps one empty object, KeepName, in each of uploads/ and
+// blobs/. S3 has no directories, but MinIO and SeaweedFS keep objects in
+// a file tree and remove a directory with its last object: a PUT whose
+// parent directory another request's DELETE removes at that moment fails
+// (AccessDenied on MinIO, minio/minio#15157). With the markers the shared
+// directories never empty, so pushes, commits and GC deletes never race a
+// removal; only a session's own uploads/<id>/ comes and goes, and one
+// session's requests do not overlap.
 package s3
 
 import (
@@ -31,6 +40,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -165,6 +175,8 @@ type Store struct {
 	// upload's peak RSS crept up with the blob size.
 	bufs chan *[]byte
 	now  func() time.Time
+	// kept: the KeepName markers exist (checked once per process).
+	kept atomic.Bool
 }
 
 var (
@@ -233,6 +245,33 @@ func New(ctx context.Context, o Options) (*Store, error) {
 	}
 	s.bufs = make(chan *[]byte, idleBufs)
 	return s, nil
+}
+
+// KeepName is the empty object the store keeps in its uploads/ and
+// blobs/ directories (see the package comment); listings of the bucket
+// show it, it holds no blob.
+const KeepName = ".wharf-keep"
+
+// keepDirs writes the KeepName markers where they are missing, once per
+// process: before the first write into uploads/ or blobs/. Best effort: a
+// store that cannot write them works as before, race and all.
+func (s *Store) keepDirs(ctx context.Context) {
+	if s.kept.Load() {
+		return
+	}
+	ok := true
+	for _, dir := range []string{"uploads/", "blobs/"} {
+		key := s.prefix + dir + KeepName
+		if _, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &key}); err == nil {
+			continue
+		}
+		in := &s3.PutObjectInput{Bucket: &s.bucket, Key: &key, Body: strings.NewReader(""), ContentLength: aws.Int64(0)}
+		in.ServerSideEncryption, in.SSEKMSKeyId = s.sse()
+		if _, err := s.client.PutObject(ctx, in); err != nil {
+			ok = false
+		}
+	}
+	s.kept.Store(ok)
 }
 
 // Client returns the underlying S3 client (tests and tools).

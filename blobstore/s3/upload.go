@@ -31,6 +31,7 @@ func (s *Store) Begin(ctx context.Context, u *registry.Upload) error {
 	if _, err := s.uploadPrefix(u); err != nil {
 		return err
 	}
+	s.keepDirs(ctx)
 	key := s.BlobKey(u.ID)
 	in := &s3.CreateMultipartUploadInput{
 		Bucket: &s.bucket, Key: &key, ContentType: aws.String("application/octet-stream"),
@@ -103,6 +104,7 @@ func (s *Store) Append(ctx context.Context, u *registry.Upload, r io.Reader) (in
 	if st.Done {
 		return 0, fmt.Errorf("s3 store: upload %s is already complete", u.ID)
 	}
+	s.keepDirs(ctx) // a session begun before a restart
 	// io.ReadFull reports a short final read as io.ErrUnexpectedEOF, the
 	// error a body cut off mid-chunk returns too: keep the body's own
 	// error apart, so a cut body fails instead of ending the chunk.

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -32,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	blobs3 "github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/internal/freeport"
 	"github.com/wharf-registry/wharf/internal/proc"
 )
@@ -370,16 +372,22 @@ func (s *Server) CreateBucket(ctx context.Context, name string) error {
 	return nil
 }
 
-// Keys lists the keys of the bucket's objects under prefix (up to 1000).
+// Keys lists the keys of the bucket's objects under prefix, leaving out
+// the blob store's directory markers (blobs3.KeepName).
 func (s *Server) Keys(t testing.TB, prefix string) []string {
 	t.Helper()
-	out, err := s.Client().ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: &s.Bucket, Prefix: &prefix})
-	if err != nil {
-		t.Fatalf("list %s: %v", prefix, err)
-	}
 	var keys []string
-	for _, o := range out.Contents {
-		keys = append(keys, aws.ToString(o.Key))
+	p := s3.NewListObjectsV2Paginator(s.Client(), &s3.ListObjectsV2Input{Bucket: &s.Bucket, Prefix: &prefix})
+	for p.HasMorePages() {
+		page, err := p.NextPage(context.Background())
+		if err != nil {
+			t.Fatalf("list %s: %v", prefix, err)
+		}
+		for _, o := range page.Contents {
+			if k := aws.ToString(o.Key); path.Base(k) != blobs3.KeepName {
+				keys = append(keys, k)
+			}
+		}
 	}
 	return keys
 }
