@@ -410,20 +410,3 @@ func redact(s string) string {
 	}
 	return s
 }
-
-// ociError is an OCI error body.
-type ociError struct {
-	Errors []struct {
-		Code    string          `json:"code"`
-		Message string          `json:"message"`
-		Detail  json.RawMessage `json:"detail"`
-	} `json:"errors"`
-}
-
-func parseOCIError(body string) (ociError, bool) {
-	var e ociError
-	if json.Unmarshal([]byte(body), &e) != nil || len(e.Errors) == 0 {
-		return e, false
-	}
-	return e, true
-}

@@ -153,8 +153,8 @@ func (c *Client) batchCall(ctx context.Context, reg *registry, repo, ref, platfo
 	if err != nil {
 		return nil, nil, err
 	}
-	e, isOCI := parseOCIError(string(body))
-	code := ""
+	e, isOCI := oci.ParseErrorResponse(body)
+	var code oci.Code
 	if isOCI {
 		code = e.Errors[0].Code
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/wharf-registry/wharf/internal/wharftest"
+	"github.com/wharf-registry/wharf/oci"
 )
 
 // Media types used throughout the tests.
@@ -185,15 +186,6 @@ func expectHeader(t *testing.T, what string, r *response, k, want string) {
 	}
 }
 
-// ociError is the OCI error body.
-type ociError struct {
-	Errors []struct {
-		Code    string          `json:"code"`
-		Message string          `json:"message"`
-		Detail  json.RawMessage `json:"detail"`
-	} `json:"errors"`
-}
-
 // expectError fails the test unless the response has the status and an
 // OCI error body whose first error has the code. HEAD answers carry no body,
 // so for them only the status is checked.
@@ -206,14 +198,11 @@ func expectError(t *testing.T, what string, r *response, status int, code string
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("%s: error Content-Type %q, want application/json", what, ct)
 	}
-	var e ociError
-	if err := json.Unmarshal(r.Body, &e); err != nil {
-		t.Fatalf("%s: error body is not JSON: %v; body: %s", what, err, r.Body)
+	e, ok := oci.ParseErrorResponse(r.Body)
+	if !ok {
+		t.Fatalf("%s: not an OCI error body: %s", what, r.Body)
 	}
-	if len(e.Errors) == 0 {
-		t.Fatalf("%s: error body has no errors: %s", what, r.Body)
-	}
-	if e.Errors[0].Code != code {
+	if e.Errors[0].Code != oci.Code(code) {
 		t.Fatalf("%s: error code %q, want %q; body: %s", what, e.Errors[0].Code, code, r.Body)
 	}
 }

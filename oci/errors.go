@@ -4,6 +4,7 @@
 package oci
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -111,6 +112,39 @@ func (e *Error) WithStatus(status int) *Error {
 	c := *e
 	c.Status = status
 	return &c
+}
+
+// ErrorResponse is the body of an OCI error response: what the server
+// writes (Error.Body) and clients and tests read (ParseErrorResponse).
+type ErrorResponse struct {
+	Errors []ErrorInfo `json:"errors"`
+}
+
+// ErrorInfo is one error of an ErrorResponse. Detail stays raw: its shape
+// depends on the code (the batch endpoint's platform list, a size limit).
+type ErrorInfo struct {
+	Code    Code            `json:"code"`
+	Message string          `json:"message"`
+	Detail  json.RawMessage `json:"detail,omitempty"`
+}
+
+// Body is e's wire form, an ErrorResponse holding e alone.
+func (e *Error) Body() []byte {
+	info := ErrorInfo{Code: e.Code, Message: e.Message}
+	if e.Detail != nil {
+		info.Detail, _ = json.Marshal(e.Detail)
+	}
+	b, _ := json.Marshal(ErrorResponse{Errors: []ErrorInfo{info}})
+	return b
+}
+
+// ParseErrorResponse decodes an OCI error body; ok is false when body is
+// not one (not JSON, or no errors in it).
+func ParseErrorResponse(body []byte) (r ErrorResponse, ok bool) {
+	if json.Unmarshal(body, &r) != nil || len(r.Errors) == 0 {
+		return ErrorResponse{}, false
+	}
+	return r, true
 }
 
 // Sentinel errors for errors.Is.

@@ -99,16 +99,7 @@ func wantError(t *testing.T, method string, resp *http.Response, body []byte, st
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("error Content-Type %q, want application/json; body %q", ct, body)
 	}
-	var eb struct {
-		Errors []struct {
-			Code    oci.Code `json:"code"`
-			Message string   `json:"message"`
-		} `json:"errors"`
-	}
-	if err := json.Unmarshal(body, &eb); err != nil {
-		t.Fatalf("error body is not JSON: %v: %q", err, body)
-	}
-	if len(eb.Errors) == 0 || eb.Errors[0].Code != code {
+	if errorCode(t, body) != code {
 		t.Fatalf("error body %s, want code %s", body, code)
 	}
 	if resp.Header.Get("Docker-Content-Digest") != "" {

@@ -27,6 +27,7 @@ import (
 	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/internal/fakeclock"
 	"github.com/wharf-registry/wharf/internal/wharftest"
+	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -73,15 +74,25 @@ func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
 	return resp, b
 }
 
-func errorCode(t *testing.T, body []byte) string {
+// firstError is the first error of an OCI error body; the test fails
+// unless body is one.
+func firstError(t *testing.T, body []byte) oci.ErrorInfo {
 	t.Helper()
-	var e struct {
-		Errors []struct{ Code string } `json:"errors"`
-	}
-	if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) == 0 {
+	e, ok := oci.ParseErrorResponse(body)
+	if !ok {
 		t.Fatalf("not an OCI error body: %q", body)
 	}
-	return e.Errors[0].Code
+	return e.Errors[0]
+}
+
+func errorCode(t *testing.T, body []byte) oci.Code { t.Helper(); return firstError(t, body).Code }
+
+// errorDetail decodes the detail of an OCI error body's first error into v.
+func errorDetail(t *testing.T, body []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(firstError(t, body).Detail, v); err != nil {
+		t.Fatalf("error detail of %q: %v", body, err)
+	}
 }
 
 func TestBatchEndpoint(t *testing.T) {
@@ -276,17 +287,13 @@ func TestBatchEndpointIndex(t *testing.T) {
 	if resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Fatalf("index: status %d, want 415: %s", resp.StatusCode, body)
 	}
-	var e struct {
-		Errors []struct {
-			Detail struct {
-				Manifests []v1.Descriptor `json:"manifests"`
-			} `json:"detail"`
-		} `json:"errors"`
+	var d struct {
+		Manifests []v1.Descriptor `json:"manifests"`
 	}
-	if err := json.Unmarshal(body, &e); err != nil || len(e.Errors[0].Detail.Manifests) != 2 {
+	if errorDetail(t, body, &d); len(d.Manifests) != 2 {
 		t.Fatalf("415 body does not list the children: %s", body)
 	}
-	if p := e.Errors[0].Detail.Manifests[1].Platform; p == nil || p.Architecture != "arm64" {
+	if p := d.Manifests[1].Platform; p == nil || p.Architecture != "arm64" {
 		t.Errorf("child platform missing from 415 body: %s", body)
 	}
 	armDigest, _ := arm.Digest()

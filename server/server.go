@@ -6,7 +6,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -500,17 +499,6 @@ func allowed(r Route) string {
 	return "GET, HEAD"
 }
 
-// errorBody is the OCI error response.
-type errorBody struct {
-	Errors []errorEntry `json:"errors"`
-}
-
-type errorEntry struct {
-	Code    oci.Code `json:"code"`
-	Message string   `json:"message"`
-	Detail  any      `json:"detail,omitempty"`
-}
-
 // writeError sends err as an OCI error response. Errors that are not
 // *oci.Error are internal: logged in full, sent as UNKNOWN without detail.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -529,7 +517,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			e = oci.NewError(oci.CodeUnknown)
 		}
 	}
-	body, _ := json.Marshal(errorBody{Errors: []errorEntry{{Code: e.Code, Message: e.Message, Detail: e.Detail}}})
+	body := e.Body()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", itoa(int64(len(body))))

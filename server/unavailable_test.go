@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -30,8 +30,8 @@ func TestStoreFaultAnswers(t *testing.T) {
 	} {
 		w := httptest.NewRecorder()
 		s.writeError(w, httptest.NewRequest(http.MethodGet, "/v2/a/manifests/b", nil), c.err)
-		var body errorBody
-		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || len(body.Errors) != 1 {
+		body, ok := oci.ParseErrorResponse(w.Body.Bytes())
+		if !ok || len(body.Errors) != 1 {
 			t.Fatalf("%v: body %q", c.err, w.Body)
 		}
 		if w.Code != c.status || string(body.Errors[0].Code) != c.code || w.Header().Get("Retry-After") != c.retryAfter {

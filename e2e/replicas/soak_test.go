@@ -3,7 +3,6 @@ package replicas
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/wharf-registry/wharf/internal/pgtest"
 	"github.com/wharf-registry/wharf/internal/tmpfstest"
+	"github.com/wharf-registry/wharf/oci"
 )
 
 // TestSoak runs mixed push, pull, tag, delete and GC through two replicas
@@ -693,13 +693,7 @@ func (s *soakStats) answer(op string, code int, body []byte, method string) {
 	if code < 400 || method == http.MethodHead {
 		return
 	}
-	var e struct {
-		Errors []struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if err := json.Unmarshal(body, &e); err != nil || len(e.Errors) == 0 || e.Errors[0].Code == "" {
+	if e, ok := oci.ParseErrorResponse(body); !ok || e.Errors[0].Code == "" {
 		s.bad(fmt.Sprintf("%s: %s answered %d without an OCI error body: %.200q", phase, op, code, body))
 	}
 }
