@@ -3,8 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/wharf-registry/wharf/config"
 	"github.com/wharf-registry/wharf/internal/miniotest"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -82,12 +81,7 @@ func TestS3StorageSettingsWired(t *testing.T) {
 	if su.Host != "localhost:"+storage.Port() {
 		t.Errorf("URL host %s, want the public endpoint's", su.Host)
 	}
-	resp, err := http.Get(signed.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := testhttp.Get(t, nil, signed.URL)
 	if resp.StatusCode != 200 || !bytes.Equal(body, data) {
 		t.Fatalf("GET %s: %d %q", signed.URL, resp.StatusCode, body)
 	}

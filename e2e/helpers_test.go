@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/oci"
 )
@@ -158,15 +159,7 @@ func do(t *testing.T, method, rawURL string, body []byte, headers ...string) *re
 		}
 		req.Header.Add(strings.TrimSpace(k), strings.TrimSpace(v))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, rawURL, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, rawURL, err)
-	}
+	resp, b := testhttp.Do(t, nil, req)
 	return &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/internal/miniotest"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -146,14 +146,9 @@ func testS3BatchEndpointDownloads(t *testing.T, kind miniotest.Kind) {
 		if !strings.HasPrefix(b.DownloadURL, m.Endpoint+"/") {
 			t.Fatalf("downloadUrl %s is not the S3 server's", b.DownloadURL)
 		}
-		resp, err := plain.Get(b.DownloadURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("GET %s: %d %v", b.DownloadURL, resp.StatusCode, err)
+		resp, body := testhttp.Get(t, plain, b.DownloadURL)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", b.DownloadURL, resp.StatusCode)
 		}
 		sum := sha256.Sum256(body)
 		if got := "sha256:" + hex.EncodeToString(sum[:]); got != b.Digest || int64(len(body)) != b.Size {

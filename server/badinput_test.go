@@ -18,6 +18,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
@@ -71,16 +72,7 @@ func (e *env) do(rq request) (*http.Response, []byte) {
 	for k, v := range rq.header {
 		req.Header.Set(k, v)
 	}
-	resp, err := e.c.Do(req)
-	if err != nil {
-		e.t.Fatalf("%s %s: %v", rq.method, rq.path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatalf("%s %s: reading body: %v", rq.method, rq.path, err)
-	}
-	return resp, b
+	return testhttp.Do(e.t, e.c, req)
 }
 
 // wantError checks the status and, unless the request was a HEAD, that

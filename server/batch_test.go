@@ -26,6 +26,7 @@ import (
 
 	"github.com/wharf-registry/wharf/batch"
 	"github.com/wharf-registry/wharf/internal/fakeclock"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
@@ -61,17 +62,7 @@ func get(t *testing.T, url string, hdr ...string) (*http.Response, []byte) {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return testhttp.Do(t, testhttp.NoRedirects, req)
 }
 
 // firstError is the first error of an OCI error body; the test fails

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +39,7 @@ import (
 	"github.com/wharf-registry/wharf/auth/service"
 	"github.com/wharf-registry/wharf/auth/token"
 	"github.com/wharf-registry/wharf/internal/fakeclock"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/server"
 )
@@ -180,12 +180,7 @@ type result struct {
 // roundTrip sends req and reads the whole answer.
 func roundTrip(t *testing.T, req *http.Request) result {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testhttp.Do(t, nil, req)
 	return result{resp.StatusCode, b, resp.Header}
 }
 
@@ -457,12 +452,7 @@ func (fx *fixture) token(t *testing.T, user string, scopes ...string) string {
 	if user != "" {
 		req.SetBasicAuth(user, users[user])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := testhttp.Do(t, nil, req)
 	if resp.StatusCode != 200 {
 		t.Fatalf("token for %q: %d %s", user, resp.StatusCode, b)
 	}

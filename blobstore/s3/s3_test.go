@@ -20,6 +20,7 @@ import (
 	"github.com/wharf-registry/wharf/blobstore/blobstoretest"
 	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/internal/miniotest"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -284,12 +285,7 @@ func testPresignedURLExpires(t *testing.T, m *miniotest.Server) {
 		t.Fatalf("Expires %v is later than asked", signed.Expires)
 	}
 	get := func() (int, string) {
-		resp, err := http.Get(signed.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := testhttp.Get(t, nil, signed.URL)
 		return resp.StatusCode, string(b)
 	}
 	if code, body := get(); code != 200 || body != string(data) {

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/wharf-registry/wharf/internal/miniotest"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 )
 
 func httpStatus(err error) int {
@@ -158,12 +159,7 @@ func testServerSemantics(t *testing.T, m *miniotest.Server) {
 		if rng != "" {
 			req.Header.Set("Range", rng)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := testhttp.Do(t, nil, req)
 		return resp.StatusCode, string(b)
 	}
 	if code, body := status(http.MethodGet, signed.URL, "bytes=0-0"); code != http.StatusPartialContent || body != "n" {

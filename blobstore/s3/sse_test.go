@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/wharf-registry/wharf/blobstore/s3"
 	"github.com/wharf-registry/wharf/internal/miniotest"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -41,26 +41,12 @@ func readAll(t *testing.T, s *s3.Store, key string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testhttp.ReadAll(t, f)
 }
 
 func httpGet(t *testing.T, rawURL string) (*http.Response, []byte) {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Get(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return testhttp.Get(t, &http.Client{Timeout: 60 * time.Second}, rawURL)
 }
 
 // TestServerSideEncryption: with storage.s3.sse set, committed blobs,

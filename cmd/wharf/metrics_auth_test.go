@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/wharf-registry/wharf/auth"
 	"github.com/wharf-registry/wharf/auth/htpasswd"
 	"github.com/wharf-registry/wharf/config"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 )
 
 // TestMetricsOnMainListenerAdminsOnly: with auth on and no metrics.addr,
@@ -38,12 +38,7 @@ func TestMetricsOnMainListenerAdminsOnly(t *testing.T) {
 		if bearer != "" {
 			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := testhttp.Do(t, nil, req)
 		return resp.StatusCode, string(b), resp.Header
 	}
 	withAuth := func(mode config.AuthMode, metricsAddr bool) func(*config.Config) {
