@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/atomicfile"
 	"github.com/wharf-registry/wharf/oci"
 )
 
@@ -118,24 +120,7 @@ func writeBlob(dir string, m manifestBlob, sync bool) error {
 // crash tore is rewritten by the next pull, which writes the manifests,
 // index.json and oci-layout every time.
 func writeFileAtomic(path string, data []byte, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.WriteFile(path, data, atomicfile.Options{Mode: 0o644, Sync: sync})
 }
 
 // addToIndex records desc in the layout's index.json under ref's tag,
@@ -215,28 +200,15 @@ func (c *Client) Export(ctx context.Context, ref string, file string, sel Select
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Dir(abs), ".tmp-"+filepath.Base(abs)+"-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(f.Name())
 	tag := r
 	if _, ok := r.(name.Tag); !ok {
 		// docker load wants a name; a digest reference has no tag
 		tag = r.Context().Tag("latest")
 	}
-	if err := tarball.Write(tag, img, f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(f.Name(), abs); err != nil {
+	err = atomicfile.Write(abs, atomicfile.Options{Mode: 0o644, Sync: true}, func(w io.Writer) error {
+		return tarball.Write(tag, img, w)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return out, nil

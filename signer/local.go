@@ -23,6 +23,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/atomicfile"
 	"github.com/wharf-registry/wharf/registry"
 )
 
@@ -152,13 +153,8 @@ func LoadOrCreateKeys(path string) (active Key, all []Key, err error) {
 		// Write a private temporary file, then link it into place: link
 		// fails when the file exists, so replicas starting together on a
 		// shared volume agree on whichever key was linked first.
-		tmp := fmt.Sprintf("%s.tmp-%d-%s", path, os.Getpid(), randomHex(4))
-		if err := os.WriteFile(tmp, data, 0o600); err != nil {
-			return Key{}, nil, err
-		}
-		err = os.Link(tmp, path)
-		_ = os.Remove(tmp)
-		if errors.Is(err, os.ErrExist) {
+		err = atomicfile.WriteFile(path, data, atomicfile.Options{Sync: true, NoReplace: true})
+		if atomicfile.IsExist(err) {
 			return LoadOrCreateKeys(path)
 		}
 		if err != nil {

@@ -14,11 +14,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/wharf-registry/wharf/internal/atomicfile"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -223,25 +223,8 @@ func (f *File) WriteTo(w io.Writer) (int64, error) {
 // Save writes the file to path atomically (temporary file, fsync, rename)
 // with mode 0600.
 func (f *File) Save(path string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".htpasswd-*")
-	if err != nil {
+	return atomicfile.Write(path, atomicfile.Options{Mode: 0o600, Sync: true}, func(w io.Writer) error {
+		_, err := f.WriteTo(w)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := f.WriteTo(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }

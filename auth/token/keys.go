@@ -14,9 +14,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
+
+	"github.com/wharf-registry/wharf/internal/atomicfile"
 )
 
 // LoadOrCreateSigningKey reads a PEM private key (PKCS#8, SEC 1 EC or
@@ -41,27 +44,14 @@ func LoadOrCreateSigningKey(path string) (crypto.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-key-*")
+	// Never replace: two replicas starting together keep the first key.
+	err = atomicfile.Write(path, atomicfile.Options{Sync: true, NoReplace: true}, func(w io.Writer) error {
+		return pem.Encode(w, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	})
+	if atomicfile.IsExist(err) {
+		return LoadOrCreateSigningKey(path)
+	}
 	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if err := pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	// Link, not rename: two replicas starting together keep the first key.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return LoadOrCreateSigningKey(path)
-		}
 		return nil, err
 	}
 	return key, nil
