@@ -177,26 +177,24 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 	// gc.untagged: keep it stays queued. Deleting an index can free its
 	// children: go round again until a round frees nothing (each round
 	// that goes on deleted something, and MaxPerPass bounds the total).
-	for len(res.Manifests) < c.opts.MaxPerPass {
+	room := func() int { return c.opts.MaxPerPass - len(res.Manifests) }
+	next := func(after QueuedManifest, n int) ([]QueuedManifest, error) {
+		cands, err := c.store.UntaggedCandidatesAfter(ctx, before, after, n)
+		if err != nil {
+			return nil, fmt.Errorf("gc: untagged manifests: %w", err)
+		}
+		return cands, nil
+	}
+	for room() > 0 {
 		n := 0
-		var after QueuedManifest
-		for len(res.Manifests) < c.opts.MaxPerPass {
-			cands, err := c.store.UntaggedCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Manifests)))
-			if err != nil {
-				return fmt.Errorf("gc: untagged manifests: %w", err)
-			}
-			if len(cands) == 0 {
-				break
-			}
-			after = cands[len(cands)-1]
-			res.Reviewed += len(cands)
+		err := pageQueue(res, c.opts.Batch, room, next, func(cands []QueuedManifest) error {
 			if c.opts.DryRun {
 				for _, e := range cands {
 					if e.Garbage {
 						res.Manifests = append(res.Manifests, e.ManifestRef)
 					}
 				}
-				continue
+				return nil
 			}
 			var settle []ManifestRef
 			for _, e := range cands {
@@ -210,7 +208,7 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 				}
 			}
 			if !c.opts.DeleteUntagged {
-				continue
+				return nil
 			}
 			for _, e := range cands {
 				if !e.Garbage {
@@ -229,9 +227,30 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 					}
 				}
 			}
-		}
-		if c.opts.DryRun || n == 0 {
 			return nil
+		})
+		if err != nil || c.opts.DryRun || n == 0 {
+			return err
+		}
+	}
+	return nil
+}
+
+// pageQueue pages once through a GC queue from its start: next lists up
+// to n due entries after the cursor (the last entry of the page before)
+// and handle takes each page. It stops at the end of the queue or when
+// room (what MaxPerPass still allows) is used up.
+func pageQueue[T any](res *Result, batch int, room func() int, next func(after T, n int) ([]T, error), handle func([]T) error) error {
+	var after T
+	for room() > 0 {
+		page, err := next(after, min(batch, room()))
+		if err != nil || len(page) == 0 {
+			return err
+		}
+		after = page[len(page)-1]
+		res.Reviewed += len(page)
+		if err := handle(page); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -243,17 +262,15 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 	// batch per transaction. The cursor moves past every entry, collected
 	// or not (a review removes it or moves it past the cut-off), so the
 	// pass ends.
-	var after QueuedBlob
-	for len(res.Blobs) < c.opts.MaxPerPass {
-		cands, err := c.store.BlobCandidatesAfter(ctx, before, after, min(c.opts.Batch, c.opts.MaxPerPass-len(res.Blobs)))
+	room := func() int { return c.opts.MaxPerPass - len(res.Blobs) }
+	next := func(after QueuedBlob, n int) ([]QueuedBlob, error) {
+		cands, err := c.store.BlobCandidatesAfter(ctx, before, after, n)
 		if err != nil {
-			return fmt.Errorf("gc: blob candidates: %w", err)
+			return nil, fmt.Errorf("gc: blob candidates: %w", err)
 		}
-		if len(cands) == 0 {
-			break
-		}
-		after = cands[len(cands)-1]
-		res.Reviewed += len(cands)
+		return cands, nil
+	}
+	err := pageQueue(res, c.opts.Batch, room, next, func(cands []QueuedBlob) error {
 		ds := make([]digest.Digest, 0, len(cands))
 		for _, e := range cands {
 			if c.opts.DryRun {
@@ -265,16 +282,20 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 			ds = append(ds, e.Digest)
 		}
 		if c.opts.DryRun {
-			continue
+			return nil
 		}
 		got, err := c.store.CollectBlobs(ctx, ds, before)
 		if err != nil {
-			return fmt.Errorf("gc: blobs %s..%s: %w", cands[0].Digest, after.Digest, err)
+			return fmt.Errorf("gc: blobs %s..%s: %w", cands[0].Digest, cands[len(cands)-1].Digest, err)
 		}
 		for _, info := range got {
 			res.Blobs = append(res.Blobs, info)
 			res.Bytes += info.Size
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if c.opts.DryRun {
 		// A real pass also collects the blobs of the manifests it deleted

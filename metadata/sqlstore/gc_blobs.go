@@ -86,27 +86,13 @@ func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before tim
 		// Queue entries this review may settle. Locked, a writer that
 		// queues the blob again meanwhile (a manifest deletion, an upload)
 		// waits and queues it anew after this commits.
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, review_from FROM gc_blob_queue
-			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked()), anys(all)...)
+		queued, err := queryMap[int64](ctx, s, tx, `SELECT digest, review_from FROM gc_blob_queue
+			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked(), anys(all))
 		if err != nil {
 			return err
 		}
-		queued := map[string]int64{}
-		for rows.Next() {
-			var d string
-			var from int64
-			if err := rows.Scan(&d, &from); err != nil {
-				rows.Close()
-				return err
-			}
-			queued[d] = from
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
 		later := map[string]int64{} // queued, not due yet: review from then
-		rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
 			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked()), anys(all)...)
 		if err != nil {
 			return err

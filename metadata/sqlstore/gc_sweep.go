@@ -68,21 +68,8 @@ func (s *Store) FinishBlobDeletions(ctx context.Context, ds []digest.Digest, bef
 		if err := rows.Err(); err != nil || len(locked) == 0 {
 			return err
 		}
-		rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, storage_key FROM blobs WHERE digest IN (`+inList(len(locked))+`)`), anys(locked)...)
+		live, err := queryMap[string](ctx, s, tx, `SELECT digest, storage_key FROM blobs WHERE digest IN (`+inList(len(locked))+`)`, anys(locked))
 		if err != nil {
-			return err
-		}
-		live := map[string]string{}
-		for rows.Next() {
-			var d, key string
-			if err := rows.Scan(&d, &key); err != nil {
-				rows.Close()
-				return err
-			}
-			live[d] = key
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		// Delete the objects no blob row points at, a few at a time.

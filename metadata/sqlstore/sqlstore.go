@@ -697,6 +697,26 @@ func queryAll[T any](ctx context.Context, s *Store, db querier, query string, ar
 	return out, rows.Err()
 }
 
+// queryMap runs a query of two columns, a string key and its value, on
+// db and returns them as a map (never nil).
+func queryMap[V any](ctx context.Context, s *Store, db querier, query string, args []any) (map[string]V, error) {
+	rows, err := db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]V{}
+	for rows.Next() {
+		var k string
+		var v V
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
+
 // queryStrings runs a query of one string column on db and returns the
 // values (never nil).
 func (s *Store) queryStrings(ctx context.Context, db querier, query string, args ...any) ([]string, error) {
