@@ -179,15 +179,11 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 	// that goes on deleted something, and MaxPerPass bounds the total).
 	room := func() int { return c.opts.MaxPerPass - len(res.Manifests) }
 	next := func(after QueuedManifest, n int) ([]QueuedManifest, error) {
-		cands, err := c.store.UntaggedCandidatesAfter(ctx, before, after, n)
-		if err != nil {
-			return nil, fmt.Errorf("gc: untagged manifests: %w", err)
-		}
-		return cands, nil
+		return c.store.UntaggedCandidatesAfter(ctx, before, after, n)
 	}
 	for room() > 0 {
 		n := 0
-		err := pageQueue(res, c.opts.Batch, room, next, func(cands []QueuedManifest) error {
+		err := pageQueue(res, c.opts.Batch, "untagged manifests", room, next, func(cands []QueuedManifest) error {
 			if c.opts.DryRun {
 				for _, e := range cands {
 					if e.Garbage {
@@ -239,13 +235,17 @@ func (c *Collector) manifests(ctx context.Context, now time.Time, res *Result) e
 // pageQueue pages once through a GC queue from its start: next lists up
 // to n due entries after the cursor (the last entry of the page before)
 // and handle takes each page. It stops at the end of the queue or when
-// room (what MaxPerPass still allows) is used up.
-func pageQueue[T any](res *Result, batch int, room func() int, next func(after T, n int) ([]T, error), handle func([]T) error) error {
+// room (what MaxPerPass still allows) is used up. what names the queue
+// in errors.
+func pageQueue[T any](res *Result, batch int, what string, room func() int, next func(after T, n int) ([]T, error), handle func([]T) error) error {
 	var after T
 	for room() > 0 {
 		page, err := next(after, min(batch, room()))
-		if err != nil || len(page) == 0 {
-			return err
+		if err != nil {
+			return fmt.Errorf("gc: %s: %w", what, err)
+		}
+		if len(page) == 0 {
+			return nil
 		}
 		after = page[len(page)-1]
 		res.Reviewed += len(page)
@@ -264,13 +264,9 @@ func (c *Collector) blobsPass(ctx context.Context, now time.Time, res *Result) e
 	// pass ends.
 	room := func() int { return c.opts.MaxPerPass - len(res.Blobs) }
 	next := func(after QueuedBlob, n int) ([]QueuedBlob, error) {
-		cands, err := c.store.BlobCandidatesAfter(ctx, before, after, n)
-		if err != nil {
-			return nil, fmt.Errorf("gc: blob candidates: %w", err)
-		}
-		return cands, nil
+		return c.store.BlobCandidatesAfter(ctx, before, after, n)
 	}
-	err := pageQueue(res, c.opts.Batch, room, next, func(cands []QueuedBlob) error {
+	err := pageQueue(res, c.opts.Batch, "blob candidates", room, next, func(cands []QueuedBlob) error {
 		ds := make([]digest.Digest, 0, len(cands))
 		for _, e := range cands {
 			if c.opts.DryRun {
