@@ -47,6 +47,16 @@ func push(t *testing.T, host, repoTag string, layerSize int64, layers int) v1.Im
 // front serves a registry's handler on a new loopback port through wrap;
 // the registry builds its URLs from the Host it is asked for, so signed
 // URLs point back at the front and every byte passes through wrap.
+// metered starts a registry on a fake clock (redirecting blob GETs or
+// not) behind a metering front; host is the front's.
+func metered(t *testing.T, redirect bool) (clk *fakeclock.Clock, m *meter, host string) {
+	t.Helper()
+	clk = fakeclock.New()
+	r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}, Redirect: redirect})
+	m = &meter{}
+	return clk, m, strings.TrimPrefix(front(t, r, m.wrap).URL, "http://")
+}
+
 func front(t *testing.T, r *wharftest.Registry, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(wrap(r.Handler))
@@ -221,11 +231,7 @@ func throttle(clk *fakeclock.Clock, bytesPerSecond float64) func(*http.Request, 
 func TestExpiryScenario(t *testing.T) {
 	const layerSize = 64 << 10
 	run := func(t *testing.T, disable bool) (client.Stats, v1.Image, string, error) {
-		clk := fakeclock.New()
-		r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}, Redirect: true})
-		m := &meter{}
-		fr := front(t, r, m.wrap)
-		host := strings.TrimPrefix(fr.URL, "http://")
+		clk, m, host := metered(t, true)
 		img := push(t, host, "slow/app:v1", layerSize, 15)
 		m.onWrite = throttle(clk, layerSize/10.0)
 		c := client.New(client.Options{Jobs: 1, Expiry: 60 * time.Second, Now: clk.Now, DisableReResolve: disable})
@@ -257,11 +263,7 @@ func TestExpiryScenario(t *testing.T) {
 // discovered by a 403, after which the client gets fresh URLs and goes on.
 func TestExpiredURLRefusedThenReResolved(t *testing.T) {
 	const layerSize = 32 << 10
-	clk := fakeclock.New()
-	r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}})
-	m := &meter{}
-	fr := front(t, r, m.wrap)
-	host := strings.TrimPrefix(fr.URL, "http://")
+	clk, m, host := metered(t, false)
 	img := push(t, host, "slow/app:v1", layerSize, 8)
 	m.onWrite = throttle(clk, layerSize/25.0)
 	c := client.New(client.Options{Jobs: 1, Expiry: 60 * time.Second})
@@ -282,11 +284,7 @@ func TestExpiredURLRefusedThenReResolved(t *testing.T) {
 // every byte is served once.
 func TestResumeAfterConnectionCut(t *testing.T) {
 	const layerSize = 256 << 10
-	clk := fakeclock.New()
-	r := wharftest.Start(t, wharftest.Options{Registry: registry.Options{Now: clk.Now}})
-	m := &meter{}
-	fr := front(t, r, m.wrap)
-	host := strings.TrimPrefix(fr.URL, "http://")
+	clk, m, host := metered(t, false)
 	img := push(t, host, "cut/app:v1", layerSize, 3)
 	layers, _ := img.Layers()
 	victim, _ := layers[1].Digest()

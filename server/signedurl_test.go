@@ -54,10 +54,7 @@ func TestPublicURL(t *testing.T) {
 // refused over HTTP (the expiry is bound into the signature), as is one
 // whose key id was swapped.
 func TestTamperedExpiryRefused(t *testing.T) {
-	r := wharftest.Start(t, wharftest.Options{Redirect: true})
-	img := pushImage(t, r, "tamper/app:v1", 1)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
+	r, d := redirectingWithLayer(t, "tamper/app:v1", 1)
 	resp, _ := get(t, r.URL+"/v2/tamper/app/blobs/"+d.String())
 	loc, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect {
@@ -134,10 +131,7 @@ func TestBatchEndpointInvalidNameIs404(t *testing.T) {
 // repository links it; once the blob is deleted from every repository the
 // URL answers 404 at once, long before it expires or GC removes the bytes.
 func TestSignedURLEndsWithLastLink(t *testing.T) {
-	r := wharftest.Start(t, wharftest.Options{Redirect: true})
-	img := pushImage(t, r, "revoke/a:v1", 1)
-	layers, _ := img.Layers()
-	d, _ := layers[0].Digest()
+	r, d := redirectingWithLayer(t, "revoke/a:v1", 1)
 	// The same blob in a second repository (mounted).
 	resp, err := http.Post(r.URL+"/v2/revoke/b/blobs/uploads/?mount="+d.String()+"&from=revoke/a", "", nil)
 	if err != nil {
@@ -170,4 +164,20 @@ func TestSignedURLEndsWithLastLink(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || errorCode(t, body) != "BLOB_UNKNOWN" {
 		t.Fatalf("signed URL after the last link went: %d %s, want 404 BLOB_UNKNOWN", resp.StatusCode, body)
 	}
+}
+
+// redirectingWithLayer starts a registry that redirects blob GETs, pushes
+// an image of layers layers to repoTag and returns its first layer.
+func redirectingWithLayer(t *testing.T, repoTag string, layers int) (*wharftest.Registry, v1.Hash) {
+	t.Helper()
+	r := wharftest.Start(t, wharftest.Options{Redirect: true})
+	ls, err := pushImage(t, r, repoTag, layers).Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ls[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, d
 }
