@@ -92,37 +92,25 @@ func (s *Store) CollectBlobs(ctx context.Context, ds []digest.Digest, before tim
 			return err
 		}
 		later := map[string]int64{} // queued, not due yet: review from then
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
-			WHERE digest IN (`+inList(len(all))+`) ORDER BY digest`+s.skipLocked()), anys(all)...)
+		reviews, err := s.lockReviews(ctx, tx, all, "")
 		if err != nil {
 			return err
 		}
 		pending := map[string]sql.NullString{}
 		var untouched []string
-		for rows.Next() {
-			var d string
-			var touched int64
-			var key sql.NullString
-			if err := rows.Scan(&d, &touched, &key); err != nil {
-				rows.Close()
-				return err
-			}
-			if touched < b {
-				pending[d] = key
-				untouched = append(untouched, d)
+		for _, r := range reviews {
+			if r.touched < b {
+				pending[r.digest] = r.deletingKey
+				untouched = append(untouched, r.digest)
 			} else {
-				later[d] = touched
+				later[r.digest] = r.touched
 			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
 		}
 		cands := map[string]registry.BlobInfo{}
 		var keys []string
 		locked := map[string]bool{}
 		if len(untouched) > 0 {
-			rows, err = tx.QueryContext(ctx, s.q(`SELECT digest, size, storage_key, created_at FROM blobs
+			rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, size, storage_key, created_at FROM blobs
 				WHERE digest IN (`+inList(len(untouched))+`) ORDER BY digest`+s.skipLocked()), anys(untouched)...)
 			if err != nil {
 				return err
@@ -244,4 +232,24 @@ func (s *Store) settleBlobQueue(ctx context.Context, tx *sql.Tx, queued map[stri
 		}
 	}
 	return nil
+}
+
+// review is a row of gc_blob_reviews.
+type review struct {
+	digest      string
+	touched     int64
+	deletingKey sql.NullString
+}
+
+// lockReviews reads the review rows of digests in digest order, locking
+// them where the dialect can (skipping rows another pass holds); cond
+// narrows the rows (" AND ...").
+func (s *Store) lockReviews(ctx context.Context, tx *sql.Tx, digests []string, cond string) ([]review, error) {
+	return queryAll(ctx, s, tx, `SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
+		WHERE digest IN (`+inList(len(digests))+`)`+cond+` ORDER BY digest`+s.skipLocked(), anys(digests),
+		func(rows *sql.Rows) (review, error) {
+			var r review
+			err := rows.Scan(&r.digest, &r.touched, &r.deletingKey)
+			return r, err
+		})
 }

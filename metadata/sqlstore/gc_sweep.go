@@ -45,28 +45,20 @@ func (s *Store) FinishBlobDeletions(ctx context.Context, ds []digest.Digest, bef
 	var delErrs []error
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		deleted, delErrs = 0, nil
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT digest, touched_at, deleting_key FROM gc_blob_reviews
-			WHERE digest IN (`+inList(len(all))+`) AND deleting_key IS NOT NULL ORDER BY digest`+s.skipLocked()), anys(all)...)
+		reviews, err := s.lockReviews(ctx, tx, all, " AND deleting_key IS NOT NULL")
 		if err != nil {
 			return err
 		}
 		queued := map[string]string{}
 		var locked []string
-		for rows.Next() {
-			var d, key string
-			var touched int64
-			if err := rows.Scan(&d, &touched, &key); err != nil {
-				rows.Close()
-				return err
-			}
-			if touched < b {
-				queued[d] = key
-				locked = append(locked, d)
+		for _, r := range reviews {
+			if r.touched < b {
+				queued[r.digest] = r.deletingKey.String
+				locked = append(locked, r.digest)
 			}
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil || len(locked) == 0 {
-			return err
+		if len(locked) == 0 {
+			return nil
 		}
 		live, err := queryMap[string](ctx, s, tx, `SELECT digest, storage_key FROM blobs WHERE digest IN (`+inList(len(locked))+`)`, anys(locked))
 		if err != nil {
