@@ -141,11 +141,7 @@ func TestFallbackAfter401WithCredentials(t *testing.T) {
 	img := push(t, r.Host, "fb/app:v1", 2048, 3)
 	f := startNoBatchFront(t, r, 401, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, "alice", "secret")
 	c := client.New(client.Options{Keychain: client.StaticKeychain("alice", "secret")})
-	dir := t.TempDir()
-	if _, err := c.Pull(context.Background(), f.host+"/fb/app:v1", dir, client.Selection{}); err != nil {
-		t.Fatal(err)
-	}
-	checkLayout(t, dir, img)
+	pullChecked(t, c, f.host+"/fb/app:v1", img)
 
 	c = client.New(client.Options{Keychain: client.StaticKeychain("", "")})
 	_, err := c.Pull(context.Background(), f.host+"/fb/app:v1", t.TempDir(), client.Selection{})

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,12 +52,7 @@ func TestS3ExpiredBodyFromStorageHost(t *testing.T) {
 	host := strings.TrimPrefix(fr.URL, "http://")
 	img := push(t, r.Host, "s3/app:v1", 8192, 3)
 	c := client.New(client.Options{Jobs: 1})
-	dir := t.TempDir()
-	res, err := c.Pull(context.Background(), host+"/s3/app:v1", dir, client.Selection{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkLayout(t, dir, img)
+	res := pullChecked(t, c, host+"/s3/app:v1", img)
 	st := c.Stats()
 	if !res.Batch || refused.Load() != 1 || st.ReResolutions != 1 || batchCalls.Load() != 2 {
 		t.Errorf("batch %v, refusals %d, re-resolutions %d, batch calls %d; want a batch pull, 1, 1, 2",
@@ -77,11 +71,7 @@ func TestS3ExpiredBodySameOrigin(t *testing.T) {
 	host := strings.TrimPrefix(fr.URL, "http://")
 	img := push(t, r.Host, "s3/app:v1", 8192, 3)
 	c := client.New(client.Options{Jobs: 1, DisableBatch: true})
-	dir := t.TempDir()
-	if _, err := c.Pull(context.Background(), host+"/s3/app:v1", dir, client.Selection{}); err != nil {
-		t.Fatal(err)
-	}
-	checkLayout(t, dir, img)
+	pullChecked(t, c, host+"/s3/app:v1", img)
 	if st := c.Stats(); refused.Load() != 1 || st.ReResolutions != 1 {
 		t.Errorf("refusals %d, re-resolutions %d; want 1 and 1", refused.Load(), st.ReResolutions)
 	}

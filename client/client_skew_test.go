@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -28,11 +27,7 @@ func TestClockSkew(t *testing.T) {
 	host := strings.TrimPrefix(fr.URL, "http://")
 	img := push(t, host, "skew/app:v1", 2048, 6)
 	c := client.New(client.Options{})
-	dir := t.TempDir()
-	if _, err := c.Pull(context.Background(), host+"/skew/app:v1", dir, client.Selection{}); err != nil {
-		t.Fatal(err)
-	}
-	checkLayout(t, dir, img)
+	pullChecked(t, c, host+"/skew/app:v1", img)
 	if st := c.Stats(); st.ReResolutions != 0 || st.Requests != 1 {
 		t.Fatalf("stats %+v: want 1 request and no re-resolution despite the skew", st)
 	}

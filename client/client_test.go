@@ -132,6 +132,19 @@ func imageSize(t *testing.T, img v1.Image) (total int64, n int) {
 
 // checkLayout reads the pulled image back from the layout and compares
 // every digest with the pushed image.
+// pullChecked pulls ref with c into a fresh directory and checks that
+// the layout holds img.
+func pullChecked(t *testing.T, c *client.Client, ref string, img v1.Image) *client.Result {
+	t.Helper()
+	dir := t.TempDir()
+	res, err := c.Pull(context.Background(), ref, dir, client.Selection{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLayout(t, dir, img)
+	return res
+}
+
 func checkLayout(t *testing.T, dir string, img v1.Image) {
 	t.Helper()
 	p, err := layout.FromPath(dir)
@@ -267,11 +280,7 @@ func TestExpiredURLRefusedThenReResolved(t *testing.T) {
 	img := push(t, host, "slow/app:v1", layerSize, 8)
 	m.onWrite = throttle(clk, layerSize/25.0)
 	c := client.New(client.Options{Jobs: 1, Expiry: 60 * time.Second})
-	dir := t.TempDir()
-	if _, err := c.Pull(context.Background(), host+"/slow/app:v1", dir, client.Selection{}); err != nil {
-		t.Fatal(err)
-	}
-	checkLayout(t, dir, img)
+	pullChecked(t, c, host+"/slow/app:v1", img)
 	st := c.Stats()
 	total, _ := imageSize(t, img)
 	if st.ReResolutions == 0 || m.blobBytes.Load() != total {
@@ -309,11 +318,7 @@ func TestResumeAfterConnectionCut(t *testing.T) {
 		return b
 	}
 	c := client.New(client.Options{Jobs: 2, Expiry: 60 * time.Second, Now: func() time.Time { return time.Now() }})
-	dir := t.TempDir()
-	if _, err := c.Pull(context.Background(), host+"/cut/app:v1", dir, client.Selection{}); err != nil {
-		t.Fatal(err)
-	}
-	checkLayout(t, dir, img)
+	pullChecked(t, c, host+"/cut/app:v1", img)
 	total, _ := imageSize(t, img)
 	st := c.Stats()
 	if got := m.blobBytes.Load(); got != total {

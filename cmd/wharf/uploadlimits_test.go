@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wharf-registry/wharf/config"
+	"github.com/wharf-registry/wharf/internal/testhttp"
 )
 
 // startUpload opens an upload session and returns its path.
@@ -90,11 +91,7 @@ func TestUploadBelowMinimumRateCut(t *testing.T) {
 		pw.Close()
 	}()
 	req, _ := http.NewRequest("PATCH", base+startUpload(t, base, "steady/app"), pr)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := testhttp.Do(t, nil, req)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("5000 B/s upload: %s", resp.Status)
 	}
@@ -137,11 +134,7 @@ func TestUploadsPerClientCap(t *testing.T) {
 	// Another client is not affected.
 	req, _ := http.NewRequest("PATCH", base+startUpload(t, base, "other/app"), strings.NewReader("bytes"))
 	req.Header.Set("X-Forwarded-For", "10.2.2.2")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := testhttp.Do(t, nil, req)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("another client's upload while the first holds its cap: %s", resp.Status)
 	}
