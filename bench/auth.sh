@@ -41,18 +41,16 @@ for i in $(seq "$REPEAT"); do
 			"${login[@]}" >>"$results"
 	done
 done
-python3 - "$results" "$CLIENTS" >"$OUT" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def med(label, key): return statistics.median(r[key] for r in rows if r["label"] == label)
-off, on = med("off", "ops_per_sec"), med("on", "ops_per_sec")
-coff, con = med("off", "server_cpu_ms_per_1k_ops"), med("on", "server_cpu_ms_per_1k_ops")
-errs = sum(r["errors"] for r in rows)
+PYTHONPATH=$ROOT/bench python3 - "$results" "$CLIENTS" >"$OUT" <<'PY'
+import sys
+from report import errors, load, median, table
+rows = load(sys.argv[1])
+off, on = median(rows, "ops_per_sec", label="off"), median(rows, "ops_per_sec", label="on")
+coff, con = median(rows, "server_cpu_ms_per_1k_ops", label="off"), median(rows, "server_cpu_ms_per_1k_ops", label="on")
 print(f"# Auth cost: manifest HEAD, {sys.argv[2]} clients, medians of {len(rows)//2} alternating runs\n")
-print("| auth | req/s | server CPU ms / 1k req |")
-print("|---|--:|--:|")
-print(f"| off | {off:.0f} | {coff:.1f} |")
-print(f"| token (bearer on every request) | {on:.0f} | {con:.1f} |")
-print(f"\nreq/s with auth / without: **{on/off:.2f}** (target ≥ 0.90); CPU per request with / without: {con/coff:.2f}. Errors: {errs}.")
+table(["auth", "req/s", "server CPU ms / 1k req"],
+      ["off", f"{off:.0f}", f"{coff:.1f}"],
+      ["token (bearer on every request)", f"{on:.0f}", f"{con:.1f}"])
+print(f"\nreq/s with auth / without: **{on/off:.2f}** (target ≥ 0.90); CPU per request with / without: {con/coff:.2f}. Errors: {errors(rows)}.")
 PY
 cat "$OUT"

@@ -31,21 +31,20 @@ done
 log "signature cost (go test -bench)"
 sigbench=$(go test -run '^$' -bench 'BenchmarkSign$' -benchtime 200000x ./signer | awk '/^BenchmarkSign/ {print $3 " " $4}')
 
-python3 - "$results" "$sigbench" "$CLIENTS" "$LAYERS" >"$OUT" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-def med(sc, key):
-    return statistics.median(r[key] for r in rows if r["scenario"] == sc)
-n_cpu, b_cpu = med("nplus1", "server_cpu_ms_per_1k_ops") / 1000, med("batch", "server_cpu_ms_per_1k_ops") / 1000
-n_ops, b_ops = med("nplus1", "ops_per_sec"), med("batch", "ops_per_sec")
-errs = sum(r["errors"] for r in rows)
-print(f"# Batch endpoint vs N+1 ({sys.argv[4]}-layer image, {sys.argv[3]} clients, medians of {len(rows)//2} runs)\n")
-print("| path | requests per image | images/s | server CPU per image |")
-print("|---|--:|--:|--:|")
-print(f"| N+1 (manifest + {int(sys.argv[4])+1} blob GETs → 307) | {int(sys.argv[4])+2} | {n_ops:.0f} | {n_cpu:.3f} ms |")
-print(f"| batch endpoint | 1 | {b_ops:.0f} | {b_cpu:.4f} ms |")
+PYTHONPATH=$ROOT/bench python3 - "$results" "$sigbench" "$CLIENTS" "$LAYERS" >"$OUT" <<'PY'
+import sys
+from report import errors, load, median, table
+rows = load(sys.argv[1])
+n_cpu = median(rows, "server_cpu_ms_per_1k_ops", scenario="nplus1") / 1000
+b_cpu = median(rows, "server_cpu_ms_per_1k_ops", scenario="batch") / 1000
+n_ops, b_ops = median(rows, "ops_per_sec", scenario="nplus1"), median(rows, "ops_per_sec", scenario="batch")
+layers = int(sys.argv[4])
+print(f"# Batch endpoint vs N+1 ({layers}-layer image, {sys.argv[3]} clients, medians of {len(rows)//2} runs)\n")
+table(["path", "requests per image", "images/s", "server CPU per image"],
+      [f"N+1 (manifest + {layers+1} blob GETs → 307)", layers + 2, f"{n_ops:.0f}", f"{n_cpu:.3f} ms"],
+      ["batch endpoint", 1, f"{b_ops:.0f}", f"{b_cpu:.4f} ms"])
 print(f"\nCPU per image, N+1 / batch: **{n_cpu / b_cpu:.1f}×** (target ≥ 10×); batch CPU per image {b_cpu:.4f} ms (target < 0.5 ms);")
-print(f"batch requests/s at {sys.argv[3]} clients: {b_ops:.0f} (target ≥ 5,000). Errors: {errs}.")
+print(f"batch requests/s at {sys.argv[3]} clients: {b_ops:.0f} (target ≥ 5,000). Errors: {errors(rows)}.")
 print(f"\nOne signature (HMAC-SHA256 URL, uncached): {sys.argv[2]}.")
 PY
 cat "$OUT"

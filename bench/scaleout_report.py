@@ -4,16 +4,12 @@
 usage: scaleout_report.py part1.jsonl gc.jsonl counts.jsonl verify.jsonl mixed.jsonl
        BLOBS REFERENCED LAYERS SIZE ORPHANS REVIEW_DELAY3
 """
-import json
 import os
 import statistics
 import sys
 
-
-def load(p):
-    if not os.path.exists(p):
-        return []
-    return [json.loads(l) for l in open(p) if l.strip()]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report import load  # noqa: E402
 
 
 part1, gcs, counts, verifies, mixed = (load(p) for p in sys.argv[1:6])
