@@ -116,8 +116,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 		regMeta = o.Metadata(regMeta)
 	}
 	regMeta, regBlobs, urls := a.ops.stores(regMeta, blobs, urls)
+	routes, err := proxyRoutes(cfg, log, o.Version)
+	if err != nil {
+		return nil, err
+	}
 	ro := registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, MaxManifestReferences: cfg.Limits.ManifestMaxReferences,
-		CacheMaxBytes: cfg.Limits.CacheMaxBytes, Logger: log, Signer: urls}
+		CacheMaxBytes: cfg.Limits.CacheMaxBytes, Logger: log, Signer: urls, Proxy: routes}
 	if o.Registry != nil {
 		o.Registry(&ro)
 	}

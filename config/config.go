@@ -47,6 +47,7 @@ type Config struct {
 	TLS       TLS      `yaml:"tls"`
 	Metrics   Metrics  `yaml:"metrics"`
 	Tracing   Tracing  `yaml:"tracing"`
+	Proxy     Proxy    `yaml:"proxy"`
 }
 
 // Tracing configures OpenTelemetry tracing (off by default).
@@ -303,6 +304,9 @@ func Load(path string, environ []string) (Config, error) {
 		}
 	}
 	known := map[string]bool{}
+	for _, u := range c.Proxy.Upstreams {
+		known[ProxyPasswordEnv(u.Prefix)] = true // read when the upstream is built
+	}
 	var errs []error
 	walk(reflect.ValueOf(&c).Elem(), "WHARF", "", func(f field) {
 		known[f.env] = true
@@ -333,6 +337,7 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("addr must not be empty"))
 	}
 	errs = append(errs, c.validateStorage()...)
+	errs = append(errs, c.validateProxy()...)
 	if err := oneOf("metadata.driver", c.Metadata.Driver, MetadataSQLite, MetadataPostgres); err != nil {
 		errs = append(errs, err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+
 	"github.com/wharf-registry/wharf/internal/testhttp"
 	"github.com/wharf-registry/wharf/oci"
 )

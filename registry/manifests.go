@@ -16,6 +16,9 @@ import (
 // child manifest it references must already be in the repository; the
 // subject need not be.
 func (r *Registry) PutManifest(ctx context.Context, repo string, ref oci.Reference, contentType string, payload []byte, tags ...string) (*oci.Manifest, error) {
+	if err := r.writable(repo); err != nil {
+		return nil, err
+	}
 	if int64(len(payload)) > r.opts.MaxManifestBytes {
 		return nil, manifestTooLarge(r.opts.MaxManifestBytes)
 	}
@@ -115,8 +118,16 @@ func uniqueDigests(ds []oci.Descriptor) []digest.Digest {
 	return out
 }
 
-// Manifest returns a manifest by tag or digest, from the cache when it can.
+// Manifest returns a manifest by tag or digest, from the cache when it
+// can; a proxied repository's from its upstream when it must.
 func (r *Registry) Manifest(ctx context.Context, repo string, ref oci.Reference) (ManifestRecord, error) {
+	if rt, ok := r.cacheRoute(repo); ok {
+		return r.proxyManifest(ctx, repo, rt, ref)
+	}
+	return r.localManifest(ctx, repo, ref)
+}
+
+func (r *Registry) localManifest(ctx context.Context, repo string, ref oci.Reference) (ManifestRecord, error) {
 	key := refKey{repo, ref.String()}
 	gen := r.c.gens.get(repo)
 	if e, ok := r.c.manifests.Get(key); ok && e.gen == gen {
@@ -137,6 +148,9 @@ func (r *Registry) Manifest(ctx context.Context, repo string, ref oci.Reference)
 // DeleteManifest deletes a tag (the manifest stays) or, by digest, the
 // manifest and every tag that points at it.
 func (r *Registry) DeleteManifest(ctx context.Context, repo string, ref oci.Reference) error {
+	if err := r.writable(repo); err != nil {
+		return err
+	}
 	var err error
 	if ref.IsDigest() {
 		err = r.meta.DeleteManifest(ctx, repo, ref.Digest)

@@ -42,6 +42,9 @@ type Options struct {
 	Signer Signer
 	// Now is the clock (tests inject one); nil is time.Now.
 	Now func() time.Time
+	// Proxy routes the repositories a pull-through cache serves to their
+	// upstream (nil: none). Those repositories are read-only.
+	Proxy func(repo string) (ProxyRoute, bool)
 }
 
 // DefaultMaxManifestBytes is the manifest size limit when none is set.
@@ -59,6 +62,7 @@ type Registry struct {
 	signer Signer
 	opts   Options
 	c      *caches
+	proxy  *proxy
 	locks  keyedMutex
 	log    *slog.Logger
 	now    func() time.Time
@@ -106,6 +110,7 @@ func New(meta MetadataStore, blobs BlobStore, opts Options) *Registry {
 	return &Registry{
 		meta: meta, blobs: blobs, opts: opts, log: log,
 		c:                newCaches(opts.CacheMaxBytes, opts.Now),
+		proxy:            newProxy(opts.Proxy),
 		now:              opts.Now,
 		signer:           opts.Signer,
 		newID:            func() string { return uuid.NewString() },
@@ -128,6 +133,17 @@ func internal(op string, err error) error { return fmt.Errorf("%s: %w", op, err)
 // StatBlob returns a blob the repository may serve. A manifest's digest is
 // a blob too (the tutorial fetches a manifest through the blob URL).
 func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
+	info, err := r.statBlob(ctx, repo, d)
+	if rt, ok := r.cacheRoute(repo); ok && errors.Is(err, oci.ErrBlobUnknown) {
+		if err := r.proxyBlob(ctx, repo, rt, d); err != nil {
+			return BlobInfo{}, err
+		}
+		return r.statBlob(ctx, repo, d)
+	}
+	return info, err
+}
+
+func (r *Registry) statBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	// The blob GET hot path (a 307 costs this lookup and a cached
 	// signature): served from memory while nothing changed.
 	key := refKey{repo, d.String()}
@@ -186,6 +202,9 @@ func (nopCloser) Close() error { return nil }
 // until garbage collection finds nothing references them. Deleting a
 // manifest's digest through the blob API deletes the manifest.
 func (r *Registry) DeleteBlob(ctx context.Context, repo string, d digest.Digest) error {
+	if err := r.writable(repo); err != nil {
+		return err
+	}
 	err := r.meta.UnlinkBlob(ctx, repo, d)
 	if err == nil {
 		r.c.gens.bump(repo) // cached images may list the blob
@@ -208,6 +227,9 @@ func (r *Registry) DeleteBlob(ctx context.Context, repo string, d digest.Digest)
 // empty, any repository holding d that canRead admits will do. It reports
 // whether the blob was mounted.
 func (r *Registry) MountBlob(ctx context.Context, repo string, d digest.Digest, from string, canRead func(repo string) bool) (bool, error) {
+	if err := r.writable(repo); err != nil {
+		return false, err
+	}
 	var source string
 	if from != "" {
 		if oci.ValidateName(from) != nil || !canRead(from) {
@@ -252,6 +274,13 @@ func (r *Registry) MountBlob(ctx context.Context, repo string, d digest.Digest, 
 // StartUpload opens an upload session. alg is the digest algorithm to
 // stream-hash with (sha256 when empty).
 func (r *Registry) StartUpload(ctx context.Context, repo string, alg digest.Algorithm) (*Upload, error) {
+	if err := r.writable(repo); err != nil {
+		return nil, err
+	}
+	return r.startUpload(ctx, repo, alg)
+}
+
+func (r *Registry) startUpload(ctx context.Context, repo string, alg digest.Algorithm) (*Upload, error) {
 	if alg == "" {
 		alg = digest.SHA256
 	}
@@ -429,7 +458,14 @@ func (r *Registry) uploadDigest(ctx context.Context, u *Upload, alg digest.Algor
 
 // PutBlob is a monolithic upload: the whole blob in one request.
 func (r *Registry) PutBlob(ctx context.Context, repo string, d digest.Digest, c Chunk) (BlobInfo, error) {
-	u, err := r.StartUpload(ctx, repo, d.Algorithm())
+	if err := r.writable(repo); err != nil {
+		return BlobInfo{}, err
+	}
+	return r.putBlob(ctx, repo, d, c)
+}
+
+func (r *Registry) putBlob(ctx context.Context, repo string, d digest.Digest, c Chunk) (BlobInfo, error) {
+	u, err := r.startUpload(ctx, repo, d.Algorithm())
 	if err != nil {
 		return BlobInfo{}, err
 	}

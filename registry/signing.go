@@ -289,6 +289,13 @@ func (r *Registry) resolveImage(ctx context.Context, repo string, rec ManifestRe
 	if err != nil {
 		return nil, internal("manifest blobs", err)
 	}
+	if rt, ok := r.cacheRoute(repo); ok && len(infos) < len(uniqueDigests(m.Blobs())) {
+		// A pull-through cache's image whose blobs are not all here yet:
+		// fetch them first, so every URL of the answer works.
+		if infos, err = r.fetchMissing(ctx, repo, rt, rec.Digest, m.Blobs(), infos); err != nil {
+			return nil, err
+		}
+	}
 	byDigest := make(map[digest.Digest]BlobInfo, len(infos))
 	for _, i := range infos {
 		byDigest[i.Digest] = i

@@ -112,6 +112,9 @@ type ManifestRecord struct {
 	Subject      digest.Digest
 	Annotations  map[string]string
 	CreatedAt    time.Time
+	// Stale: a pull-through cache's copy served because upstream could
+	// not confirm the tag (the server adds a Warning header).
+	Stale bool
 }
 
 // NewManifest describes a manifest to store and what it references.
@@ -123,6 +126,10 @@ type NewManifest struct {
 	Children []digest.Digest
 	// Tags are pointed at the manifest in the same transaction.
 	Tags []string
+	// Cached marks a pull-through cache's copy of an upstream manifest:
+	// its blobs and children need not be present yet (they are fetched
+	// when first pulled), so the store does not check them.
+	Cached bool
 }
 
 // MissingReferencesError lists what a manifest referenced that is absent.

@@ -164,6 +164,11 @@ func (s *Server) getManifest(w http.ResponseWriter, r *http.Request, c *call) {
 	if rec.Subject != "" {
 		h.Set("OCI-Subject", rec.Subject.String())
 	}
+	if rec.Stale {
+		// RFC 9111's "response is stale": the pull-through cache could not
+		// revalidate the tag with its upstream.
+		h.Set("Warning", `110 wharf "Response is stale: upstream unavailable"`)
+	}
 	if match := r.Header.Get("If-None-Match"); match != "" && etagMatches(match, rec.Digest) {
 		h.Del("Content-Length")
 		w.WriteHeader(http.StatusNotModified)

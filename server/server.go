@@ -392,10 +392,6 @@ func (s *Server) serveV2(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("WWW-Authenticate", c)
 			}
 		}
-		var ra interface{ RetryAfter() time.Duration }
-		if errors.As(err, &ra) {
-			w.Header().Set("Retry-After", itoa(int64((ra.RetryAfter()+time.Second-1)/time.Second)))
-		}
 		s.writeError(w, r, err)
 		return
 	}
@@ -504,6 +500,12 @@ func allowed(r Route) string {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if ce := s.clientBodyError(r, err); ce != nil {
 		err = ce
+	}
+	// An error that knows when to come back (a locked-out login, a
+	// rate-limited upstream) says so.
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) && ra.RetryAfter() > 0 {
+		w.Header().Set("Retry-After", itoa(int64((ra.RetryAfter()+time.Second-1)/time.Second)))
 	}
 	var e *oci.Error
 	if !errors.As(err, &e) {

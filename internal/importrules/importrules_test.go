@@ -39,6 +39,8 @@ var rules = []rule{
 	{dir: "signer", forbidden: []string{"server", "auth", "client", "cmd", "metadata", "gc", "config"}},
 	{dir: "auth", forbidden: []string{"server", "client", "cmd", "metadata", "blobstore", "gc"}},
 	{dir: "gc", forbidden: []string{"server", "auth", "client", "cmd", "metadata"}},
+	// The pull-through cache's upstream side: the core's seam, over HTTP.
+	{dir: "proxy", forbidden: []string{"server", "auth", "client", "cmd", "metadata", "blobstore", "gc", "config"}},
 	{dir: "server", forbidden: []string{"cmd", "metadata", "blobstore", "client", "gc", "config"}},
 	{dir: "client", forbidden: []string{"cmd", "server", "metadata", "blobstore", "gc", "auth", "config"}},
 	{dir: "", forbidden: []string{"cmd"}, except: []string{"cmd"}}, // everything

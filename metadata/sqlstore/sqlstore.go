@@ -338,6 +338,9 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		var missing registry.MissingReferencesError
 		for _, d := range m.Blobs {
+			if m.Cached {
+				break
+			}
 			// Lock the blob row first (see LinkBlob): once this manifest
 			// commits, garbage collection sees its reference.
 			if s.dialect.RowLocks {
@@ -354,6 +357,9 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m registry.NewMani
 			}
 		}
 		for _, d := range m.Children {
+			if m.Cached {
+				break
+			}
 			ok, err := s.exists(ctx, tx, `SELECT 1 FROM manifests WHERE repo = ? AND digest = ?`+s.forShare(), repo, string(d))
 			if err != nil {
 				return err
