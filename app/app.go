@@ -116,12 +116,13 @@ func New(ctx context.Context, cfg config.Config, o Options) (a *App, err error) 
 		regMeta = o.Metadata(regMeta)
 	}
 	regMeta, regBlobs, urls := a.ops.stores(regMeta, blobs, urls)
-	routes, err := proxyRoutes(cfg, log, o.Version)
+	routes, closeUpstreams, err := proxyRoutes(cfg, log, o.Version, a.ops.upstream)
 	if err != nil {
 		return nil, err
 	}
+	a.closers = append(a.closers, closeUpstreams)
 	ro := registry.Options{MaxManifestBytes: cfg.Limits.ManifestMaxBytes, MaxManifestReferences: cfg.Limits.ManifestMaxReferences,
-		CacheMaxBytes: cfg.Limits.CacheMaxBytes, Logger: log, Signer: urls, Proxy: routes}
+		CacheMaxBytes: cfg.Limits.CacheMaxBytes, Logger: log, Signer: urls, Proxy: routes, ProxyEvent: a.ops.proxyEvent()}
 	if o.Registry != nil {
 		o.Registry(&ro)
 	}

@@ -89,6 +89,23 @@ func (o *ops) stores(meta registry.MetadataStore, blobs registry.BlobStore, sign
 }
 
 // authorizer wraps a (nil: allow all) like stores wraps the stores.
+// upstream instruments a pull-through cache's upstream.
+func (o *ops) upstream(u registry.Upstream) registry.Upstream {
+	if o.metrics == nil {
+		return u
+	}
+	return o.metrics.Upstream(u)
+}
+
+// proxyEvent is the core's pull-through cache outcome counter (nil
+// without metrics).
+func (o *ops) proxyEvent() func(string) {
+	if o.metrics == nil {
+		return nil
+	}
+	return o.metrics.ProxyEvent
+}
+
 func (o *ops) authorizer(a auth.Authorizer) auth.Authorizer {
 	if o.metrics == nil && o.tracing == nil {
 		return a

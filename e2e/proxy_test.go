@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -73,6 +74,32 @@ func newUpstreamFront(t *testing.T, target string) *upstreamFront {
 				c.Close()
 			}
 			return
+		case "cut", "corrupt": // blob bodies only: half of it then a cut, or one byte changed
+			if kind == "blob" && r.Method == http.MethodGet {
+				rec := httptest.NewRecorder()
+				rp.ServeHTTP(rec, r)
+				body := rec.Body.Bytes()
+				for k, v := range rec.Header() {
+					w.Header()[k] = v
+				}
+				if rec.Code != http.StatusOK {
+					w.WriteHeader(rec.Code)
+					_, _ = w.Write(body)
+					return
+				}
+				if f.fault.Load() == "corrupt" {
+					body[len(body)/2] ^= 0xff
+					w.WriteHeader(http.StatusOK)
+					_, _ = w.Write(body)
+					return
+				}
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write(body[:len(body)/2])
+				if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+					c.Close()
+				}
+				return
+			}
 		}
 		rp.ServeHTTP(w, r)
 	}))
@@ -232,6 +259,29 @@ func TestProxyColdPullsCoalesce(t *testing.T) {
 	if n := f.front.count("GET manifest"); n != 1 {
 		t.Errorf("%d clients at once: %d upstream manifest GETs, want 1", clients, n)
 	}
+	// The metrics say the same: 6 blob and 1 manifest fetches upstream,
+	// 6 blob bytes' worth, and requests that shared a fetch.
+	fams := scrape(t, f.wharf.URL)
+	if n := value(fams, "wharf_proxy_upstream_requests_total", "op", "blob", "outcome", "ok"); n != 6 {
+		t.Errorf("wharf_proxy_upstream_requests_total{op=blob,outcome=ok} = %v, want 6", n)
+	}
+	if n := value(fams, "wharf_proxy_upstream_requests_total", "op", "manifest", "outcome", "ok"); n != 1 {
+		t.Errorf("wharf_proxy_upstream_requests_total{op=manifest} = %v, want 1", n)
+	}
+	size, _ := img.Size()
+	layers, _ := img.Layers()
+	var total int64
+	for _, l := range layers {
+		n, _ := l.Size()
+		total += n
+	}
+	cfg, _ := img.RawConfigFile()
+	if n := value(fams, "wharf_proxy_upstream_bytes_total"); n != float64(total+int64(len(cfg))) {
+		t.Errorf("wharf_proxy_upstream_bytes_total = %v, want %d (manifest %d bytes not counted)", n, total+int64(len(cfg)), size)
+	}
+	if value(fams, "wharf_proxy_cache_total", "result", "miss") < 7 || value(fams, "wharf_proxy_cache_total", "result", "coalesced") == 0 {
+		t.Errorf("wharf_proxy_cache_total: miss %v, coalesced %v", value(fams, "wharf_proxy_cache_total", "result", "miss"), value(fams, "wharf_proxy_cache_total", "result", "coalesced"))
+	}
 }
 
 // TestProxyUpstreamFaults: upstream's faults never become ours. A cached
@@ -256,6 +306,9 @@ func TestProxyUpstreamFaults(t *testing.T) {
 		r := do(t, http.MethodGet, f.wharf.URL+"/v2/dist/team/app/manifests/v1", nil, accept)
 		if r.Status != http.StatusOK || !strings.HasPrefix(r.Header.Get("Warning"), "110 ") {
 			t.Errorf("upstream %s: cached tag: %d, Warning %q; want 200 with a 110 Warning", fault, r.Status, r.Header.Get("Warning"))
+		}
+		if n := value(scrape(t, f.wharf.URL), "wharf_proxy_cache_total", "result", "stale"); n == 0 {
+			t.Errorf("upstream %s: no stale serve counted", fault)
 		}
 		r = do(t, http.MethodGet, f.wharf.URL+"/v2/dist/team/other/manifests/v1", nil, accept)
 		switch fault {
@@ -395,5 +448,65 @@ func TestProxySignedURLs(t *testing.T) {
 	}
 	if want, _ := other.Digest(); !res.Batch || res.Digest.String() != want.String() {
 		t.Errorf("wharf pull through the cache: batch %v, digest %s, want %s", res.Batch, res.Digest, want)
+	}
+}
+
+// TestProxySkopeo: skopeo, a client of its own (containers/image), pulls
+// through the cache and sees upstream's digest.
+func TestProxySkopeo(t *testing.T) {
+	skopeo, err := exec.LookPath("skopeo")
+	if err != nil {
+		wharftest.SkipOrFail(t, "skopeo not installed (apt-get install skopeo)")
+	}
+	f := newProxyFixture(t, time.Hour)
+	img := randomImage(t, 2, true)
+	f.pushUpstream(t, "team/app:v1", img)
+	want, _ := img.Digest()
+	src := "docker://" + f.wharf.Host + "/dist/team/app:v1"
+	dir := t.TempDir()
+	if out, err := exec.Command(skopeo, "copy", "--src-tls-verify=false", src, "oci:"+dir+":app").CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy: %v\n%s", err, out)
+	}
+	out, err := exec.Command(skopeo, "inspect", "--tls-verify=false", "--raw", src).Output()
+	if err != nil {
+		t.Fatalf("skopeo inspect: %v", err)
+	}
+	if got := digest.FromBytes(out); got.String() != want.String() {
+		t.Errorf("skopeo read manifest %s through the cache, upstream has %s", got, want)
+	}
+	layout, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil || !strings.Contains(string(layout), want.String()) {
+		t.Errorf("skopeo's layout index %s does not name %s (%v)", layout, want, err)
+	}
+}
+
+// TestProxyBrokenBlobs: a blob cut off midway or corrupted by upstream
+// fails that fetch with a 502 and stores nothing; the next pull, with
+// upstream healthy, fetches it again and succeeds.
+func TestProxyBrokenBlobs(t *testing.T) {
+	f := newProxyFixture(t, time.Hour)
+	img := randomImage(t, 1, true)
+	f.pushUpstream(t, "team/app:v1", img)
+	want, _ := img.Digest()
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	blobURL := f.wharf.URL + "/v2/dist/team/app/blobs/" + d.String()
+	for _, fault := range []string{"cut", "corrupt"} {
+		f.front.fault.Store(fault)
+		r := do(t, http.MethodGet, blobURL, nil)
+		expectError(t, "upstream blob "+fault, r, http.StatusBadGateway, "UNAVAILABLE")
+		if fault == "corrupt" && !strings.Contains(string(r.Body), "does not match its digest") {
+			t.Errorf("corrupt blob: %s; want it said", r.Body)
+		}
+	}
+	f.front.fault.Store("")
+	f.front.reset()
+	if got, err := f.pull(t, "dist/team/app:v1"); err != nil || got != want {
+		t.Fatalf("pull after the faults: %s, %v", got, err)
+	}
+	// The layer again (nothing of the broken fetches was kept) and the
+	// config, which no one had asked for yet.
+	if n := f.front.count("GET blob"); n != 2 {
+		t.Errorf("pull after the faults: %d upstream blob GETs, want 2", n)
 	}
 }

@@ -36,6 +36,8 @@ type Metrics struct {
 	signs     *prometheus.CounterVec
 	signDur   prometheus.Histogram
 	authz     *prometheus.CounterVec
+	// The pull-through cache: outcomes, upstream requests and bytes.
+	proxyEvents, upstreamReqs, upstreamBytes *prometheus.CounterVec
 
 	// Per (route, method, status class) series, resolved once: the hot
 	// path costs a few atomic adds, no label hashing.
@@ -84,6 +86,9 @@ func New() *Metrics {
 	m.storeErrs = f.counterVec("store_operation_errors_total", "Metadata and blob store operations that failed (not-found and lost races are answers, not errors).", "store", "op")
 	m.signs = f.counterVec("signer_calls_total", "Blob URL signatures made (signature cache misses reach the signer), by result.", "result")
 	m.signDur = f.histogram("signer_call_duration_seconds", "Latency of one blob URL signature.", []float64{.00001, .0001, .001, .01, .1, 1})
+	m.proxyEvents = f.counterVec("proxy_cache_total", "Pull-through cache outcomes: hit (served without asking upstream), revalidated (a HEAD confirmed the tag), miss (fetched from upstream), stale (served because upstream failed), coalesced (shared another request's fetch).", "result")
+	m.upstreamReqs = f.counterVec("proxy_upstream_requests_total", "Requests the pull-through cache sent upstream, by upstream, operation (head, manifest, blob) and outcome (ok, not_found, 429, 4xx, 5xx, error).", "upstream", "op", "outcome")
+	m.upstreamBytes = f.counterVec("proxy_upstream_bytes_total", "Blob bytes received from upstream registries.", "upstream")
 	m.authz = f.counterVec("auth_requests_total", "Authorization decisions: result success, unauthorized (401), denied (403) or error.", "result")
 	return m
 }

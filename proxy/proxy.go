@@ -50,10 +50,11 @@ type Options struct {
 
 // Upstream is one upstream registry. Safe for concurrent use.
 type Upstream struct {
-	url    string
-	reg    name.Registry
-	hub    bool // Docker Hub: one-word names live under library/
-	puller *remote.Puller
+	closeIdle func() // the transport's CloseIdleConnections, when it has one
+	url       string
+	reg       name.Registry
+	hub       bool // Docker Hub: one-word names live under library/
+	puller    *remote.Puller
 }
 
 var _ registry.Upstream = (*Upstream)(nil)
@@ -82,6 +83,10 @@ func New(o Options) (*Upstream, error) {
 		t.DialContext = (&net.Dialer{Timeout: o.Timeout, KeepAlive: 30 * time.Second}).DialContext
 		rt = t
 	}
+	var closeIdle func()
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+		closeIdle = c.CloseIdleConnections
+	}
 	var auth authn.Authenticator = authn.Anonymous
 	if o.Username != "" {
 		auth = &authn.Basic{Username: o.Username, Password: o.Password}
@@ -103,8 +108,16 @@ func New(o Options) (*Upstream, error) {
 		return nil, fmt.Errorf("proxy: upstream %s: %w", o.URL, err)
 	}
 	h := strings.TrimPrefix(reg.RegistryStr(), "registry-1.")
-	return &Upstream{url: u.Scheme + "://" + u.Host, reg: reg, puller: p,
+	return &Upstream{closeIdle: closeIdle, url: u.Scheme + "://" + u.Host, reg: reg, puller: p,
 		hub: h == "docker.io" || h == "index.docker.io"}, nil
+}
+
+// Close closes the idle connections to the upstream (at shutdown: an
+// upstream that is itself shutting down then waits for none of them).
+func (u *Upstream) Close() {
+	if u.closeIdle != nil {
+		u.closeIdle()
+	}
 }
 
 // Name implements registry.Upstream.
@@ -191,7 +204,13 @@ type failReader struct {
 
 func (f *failReader) Read(p []byte) (int, error) {
 	n, err := f.rc.Read(p)
-	if err != nil && err != io.EOF {
+	switch {
+	case err == nil || err == io.EOF:
+	case strings.HasPrefix(err.Error(), "error verifying"):
+		// go-containerregistry's digest (or size) check at the end of
+		// the stream; its error type is internal, its words are not.
+		err = fmt.Errorf("upstream %s: %w: %v", f.u.url, oci.ErrDigestInvalid, err)
+	default:
 		err = f.u.fail(err, f.ra)
 	}
 	return n, err

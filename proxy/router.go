@@ -13,7 +13,7 @@ type Route struct {
 	// ("dockerhub": dockerhub/library/alpine is upstream's
 	// library/alpine).
 	Prefix   string
-	Upstream *Upstream
+	Upstream registry.Upstream
 	TagTTL   time.Duration
 }
 

@@ -62,6 +62,21 @@ type ProxyRoute struct {
 	TagTTL time.Duration
 }
 
+// The pull-through cache's outcomes (Options.ProxyEvent).
+const (
+	ProxyHit         = "hit"         // a manifest served from the cache without asking upstream
+	ProxyRevalidated = "revalidated" // a tag past tag_ttl that upstream confirmed (a HEAD)
+	ProxyMiss        = "miss"        // a manifest or blob fetched from upstream
+	ProxyStale       = "stale"       // a cached tag served because upstream failed
+	ProxyCoalesced   = "coalesced"   // a request that shared another's upstream fetch
+)
+
+func (r *Registry) proxyEvent(e string) {
+	if r.opts.ProxyEvent != nil {
+		r.opts.ProxyEvent(e)
+	}
+}
+
 // proxy is the pull-through cache's state in the core.
 type proxy struct {
 	route func(repo string) (ProxyRoute, bool)
@@ -112,13 +127,16 @@ func (r *Registry) proxyManifest(ctx context.Context, repo string, rt ProxyRoute
 	}
 	if ref.IsDigest() {
 		if lerr == nil { // immutable: never revalidated
+			r.proxyEvent(ProxyHit)
 			return local, nil
 		}
+		r.proxyEvent(ProxyMiss)
 		return r.fetchManifest(ctx, repo, rt, ref.Digest, "")
 	}
 	key := refKey{repo, ref.Tag}
 	if lerr == nil {
 		if at, ok := r.proxy.checked.Get(key); ok && r.now().Sub(at) < rt.TagTTL {
+			r.proxyEvent(ProxyHit)
 			return local, nil
 		}
 	}
@@ -126,19 +144,23 @@ func (r *Registry) proxyManifest(ctx context.Context, repo string, rt ProxyRoute
 	if err != nil {
 		if lerr == nil && !errors.Is(err, ErrNotFound) {
 			r.log.WarnContext(ctx, "pull-through cache: upstream failed, serving the cached tag", "repo", repo, "tag", ref.Tag, "err", err)
+			r.proxyEvent(ProxyStale)
 			local.Stale = true
 			return local, nil
 		}
 		return ManifestRecord{}, r.upstreamError(err, oci.ErrManifestUnknown.WithDetail(map[string]string{"reference": ref.String()}))
 	}
 	if lerr == nil && local.Digest == d {
+		r.proxyEvent(ProxyRevalidated)
 		r.proxy.checked.Put(refKey{strings.Clone(repo), strings.Clone(ref.Tag)}, r.now())
 		return local, nil
 	}
+	r.proxyEvent(ProxyMiss)
 	rec, err := r.fetchManifest(ctx, repo, rt, d, ref.Tag)
 	if err != nil {
 		if lerr == nil {
 			r.log.WarnContext(ctx, "pull-through cache: fetching the moved tag failed, serving the cached one", "repo", repo, "tag", ref.Tag, "err", err)
+			r.proxyEvent(ProxyStale)
 			local.Stale = true
 			return local, nil
 		}
@@ -152,7 +174,7 @@ func (r *Registry) proxyManifest(ctx context.Context, repo string, rt ProxyRoute
 // just did), verifies it and stores it, pointing tag at it when tag is
 // set; once for all concurrent callers.
 func (r *Registry) fetchManifest(ctx context.Context, repo string, rt ProxyRoute, d digest.Digest, tag string) (ManifestRecord, error) {
-	v, err, _ := r.proxy.flight.Do("m\x00"+repo+"\x00"+d.String()+"\x00"+tag, func() (any, error) {
+	v, err, shared := r.proxy.flight.Do("m\x00"+repo+"\x00"+d.String()+"\x00"+tag, func() (any, error) {
 		ctx := context.WithoutCancel(ctx) // shared: one caller leaving must not fail the others
 		var mt string
 		var payload []byte
@@ -172,8 +194,7 @@ func (r *Registry) fetchManifest(ctx context.Context, repo string, rt ProxyRoute
 			return nil, err
 		}
 		if m.Digest != d {
-			return nil, &UpstreamError{Upstream: rt.Upstream.Name(), Status: http.StatusBadGateway,
-				Err: fmt.Errorf("manifest %s arrived with digest %s", d, m.Digest)}
+			return nil, r.corrupt(rt, "manifest", d, fmt.Errorf("arrived with digest %s", m.Digest))
 		}
 		nm := NewManifest{
 			Record: ManifestRecord{Digest: m.Digest, MediaType: m.MediaType, Payload: payload,
@@ -192,6 +213,9 @@ func (r *Registry) fetchManifest(ctx context.Context, repo string, rt ProxyRoute
 		r.c.gens.bump(repo)
 		return r.localManifest(ctx, repo, oci.Reference{Digest: d})
 	})
+	if shared {
+		r.proxyEvent(ProxyCoalesced)
+	}
 	if err != nil {
 		return ManifestRecord{}, err
 	}
@@ -201,7 +225,7 @@ func (r *Registry) fetchManifest(ctx context.Context, repo string, rt ProxyRoute
 // proxyBlob fetches a blob of a proxied repository from upstream and
 // stores it, verified, once for all concurrent callers.
 func (r *Registry) proxyBlob(ctx context.Context, repo string, rt ProxyRoute, d digest.Digest) error {
-	_, err, _ := r.proxy.flight.Do("b\x00"+repo+"\x00"+d.String(), func() (any, error) {
+	_, err, shared := r.proxy.flight.Do("b\x00"+repo+"\x00"+d.String(), func() (any, error) {
 		ctx := context.WithoutCancel(ctx)
 		if _, err := r.statBlob(ctx, repo, d); err == nil {
 			return nil, nil // fetched by a flight that ended after our caller looked
@@ -212,12 +236,21 @@ func (r *Registry) proxyBlob(ctx context.Context, repo string, rt ProxyRoute, d 
 		}
 		defer rc.Close()
 		_, err = r.putBlob(ctx, repo, d, Chunk{Body: rc, Start: -1, Length: size})
-		if err != nil && errors.Is(err, oci.ErrDigestInvalid) {
+		var ue *UpstreamError
+		switch {
+		case err == nil:
+			return nil, nil
+		case errors.Is(err, oci.ErrDigestInvalid):
 			// What upstream sent is not the blob: nothing is kept.
-			return nil, &UpstreamError{Upstream: rt.Upstream.Name(), Status: http.StatusBadGateway, Err: err}
+			return nil, r.corrupt(rt, "blob", d, err)
+		case errors.As(err, &ue): // the stream failed midway (a cut connection)
+			return nil, r.upstreamError(ue, nil)
 		}
 		return nil, err
 	})
+	if shared {
+		r.proxyEvent(ProxyCoalesced)
+	}
 	return err
 }
 
@@ -276,6 +309,13 @@ func (r *Registry) upstreamError(err error, notFound *oci.Error) error {
 	default:
 		return oci.Errorf(oci.CodeUnavailable, "upstream %s failed (status %d)", ue.Upstream, ue.Status).WithStatus(http.StatusBadGateway)
 	}
+}
+
+// corrupt is the answer to upstream content that is not what its digest
+// names: nothing was stored, and this fetch fails.
+func (r *Registry) corrupt(rt ProxyRoute, what string, d digest.Digest, err error) error {
+	r.log.Warn("pull-through cache: upstream sent corrupt content", "upstream", rt.Upstream.Name(), what, d, "err", err)
+	return oci.Errorf(oci.CodeUnavailable, "upstream %s sent a %s that does not match its digest %s", rt.Upstream.Name(), what, d).WithStatus(http.StatusBadGateway)
 }
 
 // isTimeout reports a network timeout (net.Error.Timeout) in err's chain.

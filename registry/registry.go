@@ -45,6 +45,9 @@ type Options struct {
 	// Proxy routes the repositories a pull-through cache serves to their
 	// upstream (nil: none). Those repositories are read-only.
 	Proxy func(repo string) (ProxyRoute, bool)
+	// ProxyEvent, when set, is told each outcome of the pull-through
+	// cache (the Proxy* event names): metrics count them.
+	ProxyEvent func(event string)
 }
 
 // DefaultMaxManifestBytes is the manifest size limit when none is set.
@@ -135,6 +138,7 @@ func internal(op string, err error) error { return fmt.Errorf("%s: %w", op, err)
 func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	info, err := r.statBlob(ctx, repo, d)
 	if rt, ok := r.cacheRoute(repo); ok && errors.Is(err, oci.ErrBlobUnknown) {
+		r.proxyEvent(ProxyMiss)
 		if err := r.proxyBlob(ctx, repo, rt, d); err != nil {
 			return BlobInfo{}, err
 		}
