@@ -175,8 +175,10 @@ type Store struct {
 	// upload's peak RSS crept up with the blob size.
 	bufs chan *[]byte
 	now  func() time.Time
-	// kept: the KeepName markers exist (checked once per process).
-	kept atomic.Bool
+	// kept: the KeepName markers exist (checked once per process);
+	// keepRetry: when a failed attempt may be made again (Unix ns).
+	kept      atomic.Bool
+	keepRetry atomic.Int64
 }
 
 var (
@@ -254,10 +256,15 @@ const KeepName = ".wharf-keep"
 
 // keepDirs writes the KeepName markers where they are missing, once per
 // process: before the first write into uploads/ or blobs/. Best effort: a
-// store that cannot write them works as before, race and all.
+// store that cannot write them works as before, race and all, and tries
+// again at most once a minute (not on every upload request).
 func (s *Store) keepDirs(ctx context.Context) {
 	if s.kept.Load() {
 		return
+	}
+	now := time.Now().UnixNano()
+	if next := s.keepRetry.Load(); now < next || !s.keepRetry.CompareAndSwap(next, now+int64(time.Minute)) {
+		return // a failed attempt less than a minute ago, or another request is trying
 	}
 	ok := true
 	for _, dir := range []string{"uploads/", "blobs/"} {
