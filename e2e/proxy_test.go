@@ -3,22 +3,20 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
@@ -29,153 +27,6 @@ import (
 	"github.com/wharf-registry/wharf/internal/wharftest"
 	"github.com/wharf-registry/wharf/oci"
 )
-
-// upstreamFront is a reverse proxy in front of an upstream registry that
-// counts what reaches it and injects faults: the test's view of what the
-// pull-through cache asks upstream.
-type upstreamFront struct {
-	*httptest.Server
-	mu     sync.Mutex
-	counts map[string]int // "GET blob", "HEAD manifest", ...
-	// fault: "" passes through; "429" answers 429 with Retry-After 7;
-	// "500"; "down" cuts every connection.
-	fault atomic.Value
-}
-
-func newUpstreamFront(t *testing.T, target string) *upstreamFront {
-	u, err := url.Parse(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &upstreamFront{counts: map[string]int{}}
-	f.fault.Store("")
-	rp := httputil.NewSingleHostReverseProxy(u)
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		kind := "other"
-		switch {
-		case strings.Contains(r.URL.Path, "/blobs/"):
-			kind = "blob"
-		case strings.Contains(r.URL.Path, "/manifests/"):
-			kind = "manifest"
-		}
-		f.mu.Lock()
-		f.counts[r.Method+" "+kind]++
-		f.mu.Unlock()
-		switch f.fault.Load().(string) {
-		case "429":
-			w.Header().Set("Retry-After", "7")
-			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}`, http.StatusTooManyRequests)
-			return
-		case "500":
-			http.Error(w, "boom", http.StatusInternalServerError)
-			return
-		case "down":
-			if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
-				c.Close()
-			}
-			return
-		case "cut", "corrupt": // blob bodies only: half of it then a cut, or one byte changed
-			if kind == "blob" && r.Method == http.MethodGet {
-				rec := httptest.NewRecorder()
-				rp.ServeHTTP(rec, r)
-				body := rec.Body.Bytes()
-				for k, v := range rec.Header() {
-					w.Header()[k] = v
-				}
-				if rec.Code != http.StatusOK {
-					w.WriteHeader(rec.Code)
-					_, _ = w.Write(body)
-					return
-				}
-				if f.fault.Load() == "corrupt" {
-					body[len(body)/2] ^= 0xff
-					w.WriteHeader(http.StatusOK)
-					_, _ = w.Write(body)
-					return
-				}
-				w.WriteHeader(http.StatusOK)
-				_, _ = w.Write(body[:len(body)/2])
-				if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
-					c.Close()
-				}
-				return
-			}
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(f.Close)
-	return f
-}
-
-func (f *upstreamFront) count(k string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.counts[k]
-}
-
-func (f *upstreamFront) reset() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.counts = map[string]int{}
-}
-
-// proxyFixture is Distribution 2.8 holding content, a counting front and
-// a Wharf caching it under the prefix "dist".
-type proxyFixture struct {
-	dist  *wharftest.Distribution
-	front *upstreamFront
-	wharf *wharftest.Registry
-}
-
-func newProxyFixture(t *testing.T, ttl time.Duration, redirect ...bool) *proxyFixture {
-	dist := wharftest.StartDistribution(t)
-	front := newUpstreamFront(t, dist.URL)
-	r := wharftest.Start(t, wharftest.Options{Redirect: len(redirect) > 0 && redirect[0], Config: func(c *config.Config) {
-		c.Proxy.Upstreams = []config.Upstream{{Prefix: "dist", URL: front.URL, TagTTL: &ttl, Timeout: 5 * time.Second}}
-	}})
-	return &proxyFixture{dist: dist, front: front, wharf: r}
-}
-
-// pushUpstream pushes img to Distribution as repo:tag.
-func (f *proxyFixture) pushUpstream(t *testing.T, repoTag string, img v1.Image) {
-	t.Helper()
-	ref, err := name.ParseReference(f.dist.Host+"/"+repoTag, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// pull pulls repoTag through Wharf and reads every layer; it returns the
-// manifest digest.
-func (f *proxyFixture) pull(t *testing.T, repoTag string) (v1.Hash, error) {
-	t.Helper()
-	ref, err := name.ParseReference(f.wharf.Host+"/"+repoTag, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(ref)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed() // verifies the digest as it reads
-		if err != nil {
-			return v1.Hash{}, err
-		}
-		testhttp.ReadAll(t, rc)
-	}
-	if _, err := img.RawConfigFile(); err != nil {
-		return v1.Hash{}, err
-	}
-	return img.Digest()
-}
 
 // TestProxyPullThrough: an image in Distribution pulls through Wharf with
 // the same digest, each blob fetched from upstream once; a second pull
@@ -225,14 +76,14 @@ func TestProxyPullThrough(t *testing.T) {
 // once cause exactly one upstream GET per blob.
 func TestProxyColdPullsCoalesce(t *testing.T) {
 	f := newProxyFixture(t, time.Hour)
-	// Before the registry stops: 20 clients at once leave connections
+	// Before the registry stops: 50 clients at once leave connections
 	// that never carried a request, which a server shutdown waits 5 s for.
 	t.Cleanup(remote.DefaultTransport.(*http.Transport).CloseIdleConnections)
 	img := randomImage(t, 5, true)
 	f.pushUpstream(t, "team/many:v1", img)
 	want, _ := img.Digest()
 	f.front.reset()
-	const clients = 20
+	const clients = 50
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for range clients {
@@ -297,7 +148,8 @@ func TestProxyUpstreamFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	accept := "Accept: " + oci.MediaTypeOCIManifest
-	for _, fault := range []string{"429", "500", "down"} {
+	f.front.retryAfter.Store("1") // the pause it starts is TestProxyRateLimited's
+	for _, fault := range []string{"500", "down", "429"} {
 		f.front.fault.Store(fault)
 		got, err := f.pull(t, "dist/team/app:v1")
 		if err != nil || got != want {
@@ -314,14 +166,15 @@ func TestProxyUpstreamFaults(t *testing.T) {
 		switch fault {
 		case "429":
 			expectError(t, "uncached tag, upstream 429", r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
-			if ra := r.Header.Get("Retry-After"); ra != "7" {
-				t.Errorf("upstream 429: Retry-After %q, want upstream's 7", ra)
+			if ra := r.Header.Get("Retry-After"); ra != "1" {
+				t.Errorf("upstream 429: Retry-After %q, want upstream's 1", ra)
 			}
 		default:
 			expectError(t, "uncached tag, upstream "+fault, r, http.StatusBadGateway, "UNAVAILABLE")
 		}
 	}
 	f.front.fault.Store("")
+	time.Sleep(1100 * time.Millisecond) // the 429's pause
 	r := do(t, http.MethodGet, f.wharf.URL+"/v2/dist/team/other/manifests/v1", nil, accept)
 	expectError(t, "a tag upstream does not have", r, http.StatusNotFound, "MANIFEST_UNKNOWN")
 	r = do(t, http.MethodGet, f.wharf.URL+"/v2/dist/team/app/blobs/sha256:"+strings.Repeat("0", 64), nil)
@@ -334,6 +187,152 @@ func TestProxyUpstreamFaults(t *testing.T) {
 	if got, err := f.pull(t, "dist/team/app:v1"); err != nil || got != wantMoved {
 		t.Fatalf("after the tag moved upstream: %s, %v; want %s", got, err, wantMoved)
 	}
+}
+
+// TestProxyStreamsBlobs: a blob not cached yet is streamed to its
+// clients while it arrives from upstream: with upstream holding the
+// second half back, a HEAD already answers (the size is upstream's
+// Content-Length), three concurrent GETs already read everything but the
+// last byte (held back until the blob is verified and stored), and all
+// of it is one upstream GET. Then the blob is cached and served as any
+// other.
+func TestProxyStreamsBlobs(t *testing.T) {
+	f := newProxyFixture(t, time.Hour)
+	img := randomImage(t, 1, true)
+	f.pushUpstream(t, "team/app:v1", img)
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	size, _ := layers[0].Size()
+	blobURL := f.wharf.URL + "/v2/dist/team/app/blobs/" + d.String()
+	f.front.reset()
+	f.front.hold = make(chan struct{})
+	f.front.fault.Store("hold")
+
+	// Were a request to wait for the whole blob, it would wait forever.
+	c := &http.Client{Timeout: 10 * time.Second}
+	head, err := c.Head(blobURL)
+	if err != nil {
+		t.Fatalf("HEAD of a blob being fetched: %v", err)
+	}
+	head.Body.Close()
+	if head.StatusCode != http.StatusOK || head.ContentLength != size {
+		t.Fatalf("HEAD of a blob being fetched: %d, Content-Length %d, want 200 and %d", head.StatusCode, head.ContentLength, size)
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	results := make(chan result, 3)
+	half := size / 2
+	for range 3 {
+		resp, err := c.Get(blobURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.ContentLength != size {
+			t.Fatalf("GET of a blob being fetched: %d, length %d", resp.StatusCode, resp.ContentLength)
+		}
+		first := make([]byte, half)
+		if _, err := io.ReadFull(resp.Body, first); err != nil { // upstream sent only this much so far
+			t.Fatalf("the first half did not stream: %v", err)
+		}
+		go func() {
+			rest, err := io.ReadAll(resp.Body)
+			results <- result{append(first, rest...), err}
+		}()
+	}
+	close(f.front.hold)
+	for range 3 {
+		res := <-results
+		if res.err != nil || digest.FromBytes(res.body).String() != d.String() {
+			t.Errorf("streamed blob: %d bytes, %v; want all of %s", len(res.body), res.err, d)
+		}
+	}
+	f.front.fault.Store("")
+	if n := f.front.count("GET blob"); n != 1 {
+		t.Errorf("a HEAD and three GETs of one blob being fetched: %d upstream GETs, want 1", n)
+	}
+	if resp, got := testhttp.Get(t, nil, blobURL); resp.StatusCode != http.StatusOK || digest.FromBytes(got).String() != d.String() {
+		t.Errorf("the cached blob: %d, %d bytes", resp.StatusCode, len(got))
+	}
+	if n := f.front.count("GET blob"); n != 1 {
+		t.Errorf("the cached blob went upstream again (%d GETs)", n)
+	}
+}
+
+// TestProxyRateLimited: while upstream has asked the cache to wait, the
+// cache sends it nothing of what the wait covers (no request storm):
+// cached tags are served stale, uncached ones get a 429 with what is left
+// of the wait. A 429's Retry-After covers every request; Docker Hub's
+// "RateLimit-Remaining: 0" covers manifest GETs (what Docker Hub counts),
+// while HEADs (which it does not count) go on and lift the pause once
+// they report pulls left.
+func TestProxyRateLimited(t *testing.T) {
+	f := newProxyFixture(t, 0)
+	img := randomImage(t, 1, true)
+	f.pushUpstream(t, "team/app:v1", img)
+	f.pushUpstream(t, "team/other:v1", randomImage(t, 1, true))
+	f.pushUpstream(t, "team/third:v1", randomImage(t, 1, true))
+	want, _ := img.Digest()
+	if _, err := f.pull(t, "dist/team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	accept := "Accept: " + oci.MediaTypeOCIManifest
+	uncached := func(repo string) *response {
+		return do(t, http.MethodGet, f.wharf.URL+"/v2/dist/"+repo+"/manifests/v1", nil, accept)
+	}
+	upstream := func() int {
+		return f.front.count("HEAD manifest") + f.front.count("GET manifest") + f.front.count("GET blob")
+	}
+
+	f.front.fault.Store("429") // Retry-After: 7
+	expectError(t, "uncached tag, upstream 429", uncached("team/other"), http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	f.front.fault.Store("") // upstream would answer now; the cache still waits as told
+	f.front.reset()
+	for range 20 {
+		r := uncached("team/other")
+		expectError(t, "uncached tag while paused", r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+		if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 || ra > 7 {
+			t.Fatalf("paused: Retry-After %q, want what is left of upstream's 7", r.Header.Get("Retry-After"))
+		}
+		if got, err := f.pull(t, "dist/team/app:v1"); err != nil || got != want {
+			t.Fatalf("cached tag while paused: %s, %v", got, err)
+		}
+	}
+	if n := upstream(); n != 0 {
+		t.Errorf("%d upstream requests while paused by a 429's Retry-After, want 0", n)
+	}
+	if n := value(scrape(t, f.wharf.URL), "wharf_proxy_upstream_requests_total", "op", "head", "outcome", "paused"); n < 40 {
+		t.Errorf("paused HEADs counted: %v, want ≥ 40 (two a round)", n)
+	}
+
+	// Docker Hub's quota used up: HEADs go on, manifest GETs wait.
+	fresh := newProxyFixture(t, 0)
+	fresh.pushUpstream(t, "team/app:v1", img)
+	fresh.pushUpstream(t, "team/other:v1", randomImage(t, 1, true))
+	if _, err := fresh.pull(t, "dist/team/app:v1"); err != nil {
+		t.Fatal(err)
+	}
+	fresh.front.remaining.Store("0;w=21600")
+	if got, err := fresh.pull(t, "dist/team/app:v1"); err != nil || got != want { // its HEAD reports the quota
+		t.Fatalf("cached tag, quota used up: %s, %v", got, err)
+	}
+	fresh.front.reset()
+	r := do(t, http.MethodGet, fresh.wharf.URL+"/v2/dist/team/other/manifests/v1", nil, accept)
+	expectError(t, "uncached tag, quota used up", r, http.StatusTooManyRequests, "TOOMANYREQUESTS")
+	if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 || ra > 60 {
+		t.Errorf("quota used up: Retry-After %q, want up to a minute", r.Header.Get("Retry-After"))
+	}
+	if n := fresh.front.count("GET manifest"); n != 0 {
+		t.Errorf("%d manifest GETs sent with the quota used up, want 0", n)
+	}
+	if n := fresh.front.count("HEAD manifest"); n != 1 {
+		t.Errorf("%d HEADs, want 1 (HEADs are not counted by Docker Hub and go on)", n)
+	}
+	fresh.front.remaining.Store("12;w=21600") // the next HEAD says pulls are left
+	r = do(t, http.MethodGet, fresh.wharf.URL+"/v2/dist/team/other/manifests/v1", nil, accept)
+	expectStatus(t, "uncached tag, quota back", r, http.StatusOK)
 }
 
 // TestProxyTokenUpstream: a second Wharf in token mode as an upstream
@@ -389,6 +388,36 @@ func TestProxyUpstreamStall(t *testing.T) {
 	expectError(t, "stalled upstream", resp, http.StatusGatewayTimeout, "UNAVAILABLE")
 	if d := time.Since(begin); d > 10*timeout {
 		t.Errorf("a stalled upstream held the request %v (timeout %v)", d, timeout)
+	}
+
+	// A blob body that stops midway: the fetch fails after timeout of
+	// silence (the streaming GET ends short, the batch endpoint answers
+	// 504), nothing is kept, and the next pull fetches it whole.
+	f := startProxyFixture(t, time.Hour, timeout, true)
+	img := randomImage(t, 1, true)
+	f.pushUpstream(t, "team/app:v1", img)
+	f.front.hold = make(chan struct{}) // never closed: a trickle that stopped
+	f.front.fault.Store("hold")
+	layers, _ := img.Layers()
+	d, _ := layers[0].Digest()
+	begin = time.Now()
+	get, err := http.Get(f.wharf.URL + "/v2/dist/team/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(get.Body)
+	get.Body.Close()
+	if get.StatusCode != http.StatusOK || rerr == nil {
+		t.Errorf("a blob upstream stopped sending: %d, %d bytes, %v; want 200 cut short", get.StatusCode, len(body), rerr)
+	}
+	resp = do(t, http.MethodGet, f.wharf.URL+"/v2/dist/team/app/manifests/v1/blobs", nil)
+	expectError(t, "batch endpoint, a blob upstream stopped sending", resp, http.StatusGatewayTimeout, "UNAVAILABLE")
+	if d := time.Since(begin); d > 20*timeout {
+		t.Errorf("a silent blob body held the requests %v (timeout %v)", d, timeout)
+	}
+	f.front.fault.Store("")
+	if _, err := f.pull(t, "dist/team/app:v1"); err != nil {
+		t.Errorf("pull after the stall: %v", err)
 	}
 }
 
@@ -481,20 +510,33 @@ func TestProxySkopeo(t *testing.T) {
 }
 
 // TestProxyBrokenBlobs: a blob cut off midway or corrupted by upstream
-// fails that fetch with a 502 and stores nothing; the next pull, with
-// upstream healthy, fetches it again and succeeds.
+// fails that fetch and stores nothing. A GET streaming it ends short (its
+// status went out with the first bytes; no client receives a whole body
+// that does not hash to its digest); the batch endpoint, which fetches
+// first, answers 502 saying why. The next pull, with upstream healthy,
+// fetches it again and succeeds.
 func TestProxyBrokenBlobs(t *testing.T) {
-	f := newProxyFixture(t, time.Hour)
+	f := newProxyFixture(t, time.Hour, true)
 	img := randomImage(t, 1, true)
 	f.pushUpstream(t, "team/app:v1", img)
 	want, _ := img.Digest()
 	layers, _ := img.Layers()
 	d, _ := layers[0].Digest()
+	size, _ := layers[0].Size()
 	blobURL := f.wharf.URL + "/v2/dist/team/app/blobs/" + d.String()
 	for _, fault := range []string{"cut", "corrupt"} {
 		f.front.fault.Store(fault)
-		r := do(t, http.MethodGet, blobURL, nil)
-		expectError(t, "upstream blob "+fault, r, http.StatusBadGateway, "UNAVAILABLE")
+		resp, err := testhttp.NoRedirects.Get(blobURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || rerr == nil || int64(len(body)) >= size {
+			t.Errorf("upstream blob %s, streamed: status %d, %d of %d bytes, read error %v; want 200 cut short", fault, resp.StatusCode, len(body), size, rerr)
+		}
+		r := do(t, http.MethodGet, f.wharf.URL+"/v2/dist/team/app/manifests/v1/blobs", nil)
+		expectError(t, "batch endpoint, upstream blob "+fault, r, http.StatusBadGateway, "UNAVAILABLE")
 		if fault == "corrupt" && !strings.Contains(string(r.Body), "does not match its digest") {
 			t.Errorf("corrupt blob: %s; want it said", r.Body)
 		}
@@ -504,8 +546,8 @@ func TestProxyBrokenBlobs(t *testing.T) {
 	if got, err := f.pull(t, "dist/team/app:v1"); err != nil || got != want {
 		t.Fatalf("pull after the faults: %s, %v", got, err)
 	}
-	// The layer again (nothing of the broken fetches was kept) and the
-	// config, which no one had asked for yet.
+	// The layer and the config again (the faults broke both; nothing of
+	// the broken fetches was kept).
 	if n := f.front.count("GET blob"); n != 2 {
 		t.Errorf("pull after the faults: %d upstream blob GETs, want 2", n)
 	}

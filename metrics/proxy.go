@@ -35,8 +35,8 @@ func (u *upstream) count(op string, err error) {
 	u.m.upstreamReqs.WithLabelValues(u.inner.Name(), op, upstreamOutcome(err)).Inc()
 }
 
-// upstreamOutcome is ok, not_found, the upstream's status class or code
-// (429, 5xx, 4xx), or error (no answer).
+// upstreamOutcome is ok, not_found, paused (not sent), the upstream's
+// status class or code (429, 5xx, 4xx), or error (no answer).
 func upstreamOutcome(err error) string {
 	var ue *registry.UpstreamError
 	switch {
@@ -44,6 +44,8 @@ func upstreamOutcome(err error) string {
 		return "ok"
 	case errors.Is(err, registry.ErrNotFound):
 		return "not_found"
+	case errors.As(err, &ue) && ue.Paused:
+		return "paused" // not sent: upstream asked the cache to wait
 	case errors.As(err, &ue) && ue.Status == 429:
 		return "429"
 	case errors.As(err, &ue) && ue.Status >= 500:

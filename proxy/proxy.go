@@ -12,11 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/wharf-registry/wharf/internal/cache"
 	"github.com/wharf-registry/wharf/oci"
 	"github.com/wharf-registry/wharf/registry"
 )
@@ -55,6 +54,14 @@ type Upstream struct {
 	reg       name.Registry
 	hub       bool // Docker Hub: one-word names live under library/
 	puller    *remote.Puller
+	// blobs fetches blob bodies itself (go-containerregistry's layers do
+	// not say their size before the body, which streaming to clients
+	// needs); its authenticated transports are kept per repository.
+	base       http.RoundTripper
+	auth       authn.Authenticator
+	transports *cache.Cache[string, http.RoundTripper]
+	idle       time.Duration // a blob body's longest silence
+	lim        limits
 }
 
 var _ registry.Upstream = (*Upstream)(nil)
@@ -94,9 +101,12 @@ func New(o Options) (*Upstream, error) {
 	if o.UserAgent == "" {
 		o.UserAgent = "wharf-proxy"
 	}
+	u2 := &Upstream{closeIdle: closeIdle, url: u.Scheme + "://" + u.Host, reg: reg, auth: auth, idle: o.Timeout,
+		transports: cache.New(1<<20, func(k string, _ http.RoundTripper) int64 { return cache.Strings(k) + 512 })}
+	u2.base = &retryAfter{next: rt, lim: &u2.lim}
 	p, err := remote.NewPuller(
 		remote.WithAuth(auth),
-		remote.WithTransport(&retryAfter{next: rt}),
+		remote.WithTransport(u2.base),
 		remote.WithUserAgent(o.UserAgent),
 		// No retries here: the core decides what a failure means (serve
 		// the cached copy, or tell the client when to come back), and
@@ -107,9 +117,11 @@ func New(o Options) (*Upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: upstream %s: %w", o.URL, err)
 	}
+	u2.base = transport.NewUserAgent(u2.base, o.UserAgent)
+	u2.puller = p
 	h := strings.TrimPrefix(reg.RegistryStr(), "registry-1.")
-	return &Upstream{closeIdle: closeIdle, url: u.Scheme + "://" + u.Host, reg: reg, puller: p,
-		hub: h == "docker.io" || h == "index.docker.io"}, nil
+	u2.hub = h == "docker.io" || h == "index.docker.io"
+	return u2, nil
 }
 
 // Close closes the idle connections to the upstream (at shutdown: an
@@ -137,6 +149,9 @@ func (u *Upstream) repoRef(repo string, ref oci.Reference) (name.Reference, erro
 
 // Head implements registry.Upstream.
 func (u *Upstream) Head(ctx context.Context, repo string, ref oci.Reference) (digest.Digest, error) {
+	if err := u.paused(false); err != nil {
+		return "", err
+	}
 	r, err := u.repoRef(repo, ref)
 	if err != nil {
 		return "", err
@@ -151,6 +166,9 @@ func (u *Upstream) Head(ctx context.Context, repo string, ref oci.Reference) (di
 
 // Manifest implements registry.Upstream.
 func (u *Upstream) Manifest(ctx context.Context, repo string, ref oci.Reference) (string, []byte, error) {
+	if err := u.paused(true); err != nil {
+		return "", nil, err
+	}
 	r, err := u.repoRef(repo, ref)
 	if err != nil {
 		return "", nil, err
@@ -163,23 +181,13 @@ func (u *Upstream) Manifest(ctx context.Context, repo string, ref oci.Reference)
 	return string(d.MediaType), d.Manifest, nil
 }
 
-// Blob implements registry.Upstream. The stream verifies the digest as
-// it is read (go-containerregistry fails its last Read on a mismatch).
-func (u *Upstream) Blob(ctx context.Context, repo string, d digest.Digest) (io.ReadCloser, int64, error) {
-	r, err := u.repoRef(repo, oci.Reference{Digest: d})
-	if err != nil {
-		return nil, 0, err
+// paused refuses a request an upstream's pause covers (see limits),
+// without sending it.
+func (u *Upstream) paused(manifestGet bool) error {
+	if d := u.lim.wait(time.Now(), manifestGet); d > 0 {
+		return &registry.UpstreamError{Upstream: u.url, Status: http.StatusTooManyRequests, RetryAfter: d, Paused: true, Err: errPaused}
 	}
-	ctx, ra := withRetryAfter(ctx)
-	l, err := u.puller.Layer(ctx, r.(name.Digest))
-	if err != nil {
-		return nil, 0, u.fail(err, ra)
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return nil, 0, u.fail(err, ra)
-	}
-	return &failReader{rc: rc, u: u, ra: ra}, -1, nil
+	return nil
 }
 
 // fail says what went wrong in the core's words.
@@ -194,30 +202,6 @@ func (u *Upstream) fail(err error, ra *retryHolder) error {
 	return &registry.UpstreamError{Upstream: u.url, Err: err}
 }
 
-// failReader turns a blob stream's errors (a cut connection) into the
-// core's.
-type failReader struct {
-	rc io.ReadCloser
-	u  *Upstream
-	ra *retryHolder
-}
-
-func (f *failReader) Read(p []byte) (int, error) {
-	n, err := f.rc.Read(p)
-	switch {
-	case err == nil || err == io.EOF:
-	case strings.HasPrefix(err.Error(), "error verifying"):
-		// go-containerregistry's digest (or size) check at the end of
-		// the stream; its error type is internal, its words are not.
-		err = fmt.Errorf("upstream %s: %w: %v", f.u.url, oci.ErrDigestInvalid, err)
-	default:
-		err = f.u.fail(err, f.ra)
-	}
-	return n, err
-}
-
-func (f *failReader) Close() error { return f.rc.Close() }
-
 // retryHolder receives a 429's or 503's Retry-After: go-containerregistry
 // keeps no response headers in its errors.
 type retryHolder struct{ after time.Duration }
@@ -229,30 +213,24 @@ func withRetryAfter(ctx context.Context) (context.Context, *retryHolder) {
 	return context.WithValue(ctx, retryKey{}, h), h
 }
 
-// retryAfter records Retry-After into the request's holder.
-type retryAfter struct{ next http.RoundTripper }
+// retryAfter records Retry-After into the request's holder and every
+// answer's rate-limit headers into the upstream's limits.
+type retryAfter struct {
+	next http.RoundTripper
+	lim  *limits
+}
 
 func (t *retryAfter) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if err == nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+	if err != nil {
+		return resp, err
+	}
+	now := time.Now()
+	t.lim.observe(resp, now)
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		if h, ok := req.Context().Value(retryKey{}).(*retryHolder); ok {
-			h.after = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+			h.after = parseRetryAfter(resp.Header.Get("Retry-After"), now)
 		}
 	}
 	return resp, err
-}
-
-// parseRetryAfter reads seconds or an HTTP date (RFC 9110); 0 when absent
-// or unreadable.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

@@ -78,3 +78,50 @@ func TestParseRetryAfter(t *testing.T) {
 }
 
 func refTag(tag string) oci.Reference { return oci.Reference{Tag: tag} }
+
+// The pauses an upstream's answers start, and what they cover.
+func TestLimits(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	answer := func(status int, h ...string) *http.Response {
+		r := &http.Response{StatusCode: status, Header: http.Header{}}
+		for i := 0; i+1 < len(h); i += 2 {
+			r.Header.Set(h[i], h[i+1])
+		}
+		return r
+	}
+	var l limits
+	l.observe(answer(200, "RateLimit-Remaining", "3;w=21600"), now)
+	if d := l.wait(now, true); d != 0 {
+		t.Fatalf("pulls left: wait %v", d)
+	}
+	l.observe(answer(429, "Retry-After", "7"), now)
+	if d := l.wait(now.Add(2*time.Second), false); d != 5*time.Second {
+		t.Errorf("429 Retry-After 7, 2 s later: wait %v, want 5s", d)
+	}
+	if d := l.wait(now.Add(8*time.Second), true); d != 0 {
+		t.Errorf("after Retry-After: wait %v", d)
+	}
+	var bare limits
+	bare.observe(answer(429), now)
+	if d := bare.wait(now, false); d != defaultPause {
+		t.Errorf("429 without Retry-After: wait %v, want %v", d, defaultPause)
+	}
+	var hub limits
+	hub.observe(answer(200, "RateLimit-Remaining", "0;w=21600"), now)
+	if d := hub.wait(now, false); d != 0 {
+		t.Errorf("quota used up: a HEAD or blob waits %v, want 0", d)
+	}
+	if d := hub.wait(now, true); d != exhaustedPause {
+		t.Errorf("quota used up: a manifest GET waits %v, want %v", d, exhaustedPause)
+	}
+	hub.observe(answer(200, "RateLimit-Remaining", "1;w=21600"), now.Add(time.Second))
+	if d := hub.wait(now.Add(time.Second), true); d != 0 {
+		t.Errorf("a pull left again: a manifest GET waits %v", d)
+	}
+	var odd limits
+	odd.observe(answer(503), now) // no Retry-After: no pause
+	odd.observe(answer(200, "RateLimit-Remaining", "lots"), now)
+	if d := odd.wait(now, true); d != 0 {
+		t.Errorf("503 without Retry-After, unreadable header: wait %v", d)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -39,7 +41,10 @@ type UpstreamError struct {
 	Upstream   string
 	Status     int
 	RetryAfter time.Duration // what a 429 or 503 asked for, if it did
-	Err        error
+	// Paused: the request was not sent, because upstream asked the cache
+	// to wait (Status is 429, RetryAfter what is left of the wait).
+	Paused bool
+	Err    error
 }
 
 func (e *UpstreamError) Error() string {
@@ -82,9 +87,12 @@ type proxy struct {
 	route func(repo string) (ProxyRoute, bool)
 	// checked is when each proxied tag was last confirmed upstream.
 	checked *cache.Cache[refKey, time.Time]
-	// flight makes concurrent misses of one manifest or blob one
-	// upstream fetch (within this process).
+	// flight makes concurrent misses of one manifest one upstream fetch
+	// (within this process).
 	flight singleflight.Group
+	// fetches are the blob fetches in flight, by repository and digest.
+	mu      sync.Mutex
+	fetches map[string]*blobFetch
 }
 
 func newProxy(route func(string) (ProxyRoute, bool)) *proxy {
@@ -92,7 +100,8 @@ func newProxy(route func(string) (ProxyRoute, bool)) *proxy {
 		return nil
 	}
 	return &proxy{
-		route: route,
+		route:   route,
+		fetches: map[string]*blobFetch{},
 		checked: cache.New(1<<20, func(k refKey, _ time.Time) int64 {
 			return cache.Strings(k.repo, k.ref) + 24
 		}),
@@ -143,7 +152,11 @@ func (r *Registry) proxyManifest(ctx context.Context, repo string, rt ProxyRoute
 	d, err := rt.Upstream.Head(ctx, rt.Repo, ref)
 	if err != nil {
 		if lerr == nil && !errors.Is(err, ErrNotFound) {
-			r.log.WarnContext(ctx, "pull-through cache: upstream failed, serving the cached tag", "repo", repo, "tag", ref.Tag, "err", err)
+			level := slog.LevelWarn
+			if isPaused(err) { // every pull while paused: not a line each
+				level = slog.LevelDebug
+			}
+			r.log.Log(ctx, level, "pull-through cache: upstream failed, serving the cached tag", "repo", repo, "tag", ref.Tag, "err", err)
 			r.proxyEvent(ProxyStale)
 			local.Stale = true
 			return local, nil
@@ -222,38 +235,6 @@ func (r *Registry) fetchManifest(ctx context.Context, repo string, rt ProxyRoute
 	return v.(ManifestRecord), nil
 }
 
-// proxyBlob fetches a blob of a proxied repository from upstream and
-// stores it, verified, once for all concurrent callers.
-func (r *Registry) proxyBlob(ctx context.Context, repo string, rt ProxyRoute, d digest.Digest) error {
-	_, err, shared := r.proxy.flight.Do("b\x00"+repo+"\x00"+d.String(), func() (any, error) {
-		ctx := context.WithoutCancel(ctx)
-		if _, err := r.statBlob(ctx, repo, d); err == nil {
-			return nil, nil // fetched by a flight that ended after our caller looked
-		}
-		rc, size, err := rt.Upstream.Blob(ctx, rt.Repo, d)
-		if err != nil {
-			return nil, r.upstreamError(err, oci.ErrBlobUnknown.WithDetail(map[string]string{"digest": d.String()}))
-		}
-		defer rc.Close()
-		_, err = r.putBlob(ctx, repo, d, Chunk{Body: rc, Start: -1, Length: size})
-		var ue *UpstreamError
-		switch {
-		case err == nil:
-			return nil, nil
-		case errors.Is(err, oci.ErrDigestInvalid):
-			// What upstream sent is not the blob: nothing is kept.
-			return nil, r.corrupt(rt, "blob", d, err)
-		case errors.As(err, &ue): // the stream failed midway (a cut connection)
-			return nil, r.upstreamError(ue, nil)
-		}
-		return nil, err
-	})
-	if shared {
-		r.proxyEvent(ProxyCoalesced)
-	}
-	return err
-}
-
 // fetchMissing fetches the blobs of a cached manifest that are not here
 // yet (up to four at once) and returns the manifest's blobs again.
 func (r *Registry) fetchMissing(ctx context.Context, repo string, rt ProxyRoute, m digest.Digest, blobs []oci.Descriptor, have []BlobInfo) ([]BlobInfo, error) {
@@ -261,11 +242,13 @@ func (r *Registry) fetchMissing(ctx context.Context, repo string, rt ProxyRoute,
 	for _, b := range have {
 		here[b.Digest] = true
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// Not cancelled at the first failure: the answer comes once every
+	// fetch it started has ended, so none is still running behind it.
+	var g errgroup.Group
 	g.SetLimit(4)
 	for _, d := range uniqueDigests(blobs) {
 		if !here[d] {
-			g.Go(func() error { return r.proxyBlob(gctx, repo, rt, d) })
+			g.Go(func() error { return r.fetchBlob(ctx, repo, rt, d) })
 		}
 	}
 	if err := g.Wait(); err != nil {
@@ -292,7 +275,11 @@ func (r *Registry) upstreamError(err error, notFound *oci.Error) error {
 	}
 	// The full error goes to the log; the client learns the upstream and
 	// the status, never a URL or header of the upstream's.
-	r.log.Warn("pull-through cache: upstream failed", "upstream", ue.Upstream, "status", ue.Status, "err", ue.Err)
+	if isPaused(ue) { // one line per request would be a log storm
+		r.log.Debug("pull-through cache: upstream asked to wait; not sent", "upstream", ue.Upstream, "wait", ue.RetryAfter)
+	} else {
+		r.log.Warn("pull-through cache: upstream failed", "upstream", ue.Upstream, "status", ue.Status, "err", ue.Err)
+	}
 	switch {
 	case ue.Status == http.StatusTooManyRequests:
 		e := oci.Errorf(oci.CodeTooManyRequests, "upstream %s is rate limiting; try again later", ue.Upstream)
@@ -316,6 +303,12 @@ func (r *Registry) upstreamError(err error, notFound *oci.Error) error {
 func (r *Registry) corrupt(rt ProxyRoute, what string, d digest.Digest, err error) error {
 	r.log.Warn("pull-through cache: upstream sent corrupt content", "upstream", rt.Upstream.Name(), what, d, "err", err)
 	return oci.Errorf(oci.CodeUnavailable, "upstream %s sent a %s that does not match its digest %s", rt.Upstream.Name(), what, d).WithStatus(http.StatusBadGateway)
+}
+
+// isPaused reports a request not sent because upstream asked to wait.
+func isPaused(err error) bool {
+	var ue *UpstreamError
+	return errors.As(err, &ue) && ue.Paused
 }
 
 // isTimeout reports a network timeout (net.Error.Timeout) in err's chain.

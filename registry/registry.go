@@ -48,6 +48,10 @@ type Options struct {
 	// ProxyEvent, when set, is told each outcome of the pull-through
 	// cache (the Proxy* event names): metrics count them.
 	ProxyEvent func(event string)
+	// SpoolDir holds the pull-through cache's blobs while they are
+	// fetched (streamed to the clients waiting for them); "" is the
+	// system's temporary directory.
+	SpoolDir string
 }
 
 // DefaultMaxManifestBytes is the manifest size limit when none is set.
@@ -138,11 +142,7 @@ func internal(op string, err error) error { return fmt.Errorf("%s: %w", op, err)
 func (r *Registry) StatBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, error) {
 	info, err := r.statBlob(ctx, repo, d)
 	if rt, ok := r.cacheRoute(repo); ok && errors.Is(err, oci.ErrBlobUnknown) {
-		r.proxyEvent(ProxyMiss)
-		if err := r.proxyBlob(ctx, repo, rt, d); err != nil {
-			return BlobInfo{}, err
-		}
-		return r.statBlob(ctx, repo, d)
+		return r.statFetch(ctx, repo, rt, d)
 	}
 	return info, err
 }
@@ -180,10 +180,30 @@ func (r *Registry) statBlob(ctx context.Context, repo string, d digest.Digest) (
 
 // OpenBlob returns a blob's info and a reader positioned at its start.
 func (r *Registry) OpenBlob(ctx context.Context, repo string, d digest.Digest) (BlobInfo, ReadSeekCloser, error) {
-	info, err := r.StatBlob(ctx, repo, d)
+	return r.GetBlob(ctx, repo, d, false)
+}
+
+// GetBlob answers a blob GET. With redirect set, a stored blob comes back
+// without a reader (the caller signs a URL for it, see SignBlobURL); a
+// manifest read as a blob, and a blob a pull-through cache is fetching
+// right now, come back with one.
+func (r *Registry) GetBlob(ctx context.Context, repo string, d digest.Digest, redirect bool) (BlobInfo, ReadSeekCloser, error) {
+	info, err := r.statBlob(ctx, repo, d)
+	if rt, ok := r.cacheRoute(repo); ok && errors.Is(err, oci.ErrBlobUnknown) {
+		return r.streamBlob(ctx, repo, rt, d)
+	}
 	if err != nil {
 		return info, nil, err
 	}
+	if redirect && info.Key != "" {
+		return info, nil, nil
+	}
+	return r.openStored(ctx, repo, info)
+}
+
+// openStored opens a blob statBlob found.
+func (r *Registry) openStored(ctx context.Context, repo string, info BlobInfo) (BlobInfo, ReadSeekCloser, error) {
+	d := info.Digest
 	if info.Key == "" { // a manifest, served from the metadata store
 		m, err := r.meta.Manifest(ctx, repo, oci.Reference{Digest: d})
 		if err != nil {

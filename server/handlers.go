@@ -286,12 +286,12 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, c *call) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if s.redirect {
-		info, err := s.reg.StatBlob(r.Context(), c.m.Name, d)
-		if err != nil {
-			s.writeError(w, r, err)
-			return
-		}
+	info, body, err := s.reg.GetBlob(r.Context(), c.m.Name, d, s.redirect)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if body == nil { // stored, and redirects are on
 		signed, ok, err := s.reg.SignBlobURL(r.Context(), info, s.redirectExpiry)
 		if err != nil {
 			s.writeError(w, r, err)
@@ -304,11 +304,10 @@ func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, c *call) {
 			w.WriteHeader(http.StatusTemporaryRedirect)
 			return
 		}
-	}
-	_, body, err := s.reg.OpenBlob(r.Context(), c.m.Name, d)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+		if _, body, err = s.reg.OpenBlob(r.Context(), c.m.Name, d); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
 	}
 	defer body.Close()
 	h.Set("Content-Type", "application/octet-stream")
