@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -242,7 +244,29 @@ func TestProxyStreamsBlobs(t *testing.T) {
 			results <- result{append(first, rest...), err}
 		}()
 	}
+	// A range of what has not arrived yet waits for it.
+	ranged := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, blobURL, nil)
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", half))
+		resp, err := c.Do(req)
+		if err != nil {
+			ranged <- result{nil, err}
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusPartialContent {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		b, rerr := io.ReadAll(resp.Body)
+		ranged <- result{b, errors.Join(err, rerr)}
+	}()
 	close(f.front.hold)
+	blob, _ := layers[0].Compressed()
+	whole := testhttp.ReadAll(t, blob)
+	if res := <-ranged; res.err != nil || !bytes.Equal(res.body, whole[half:]) {
+		t.Errorf("Range bytes=%d- of a blob being fetched: %d bytes, %v", half, len(res.body), res.err)
+	}
 	for range 3 {
 		res := <-results
 		if res.err != nil || digest.FromBytes(res.body).String() != d.String() {
