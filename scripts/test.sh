@@ -109,19 +109,22 @@ step_setup() {
 }
 
 # The client tests need CNCF Distribution 2.8 (a registry without the batch
-# endpoint: the fallback path) and skopeo (a real reader of `wharf export`'s
-# tarballs). Debian packages, installed only when missing; without them those
-# tests skip (and fail when WHARFDEV_REQUIRE_SERVERS=1, as in CI).
+# endpoint: the fallback path), skopeo (a real reader of `wharf export`'s
+# tarballs) and containerd (ctr pulls through the pull-through cache; the
+# test runs its own daemon). Debian packages, installed only when missing;
+# without them those tests skip (and fail when WHARFDEV_REQUIRE_SERVERS=1,
+# as in CI).
 install_client_test_packages() {
 	local missing=() added_policy=''
 	[[ -x /usr/bin/docker-registry ]] || missing+=(docker-registry)
 	command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+	command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 	if [[ ${#missing[@]} -eq 0 ]]; then
-		info "docker-registry, skopeo: installed"
+		info "docker-registry, skopeo, containerd: installed"
 		return 0
 	fi
 	log "installing ${missing[*]} with apt-get"
-	# policy-rc.d exit 101 keeps docker-registry's service from starting
+	# policy-rc.d exit 101 keeps the packages' services from starting
 	if [[ ! -e /usr/sbin/policy-rc.d && -w /usr/sbin ]]; then
 		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && added_policy=1
 	fi
